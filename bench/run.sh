@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run the shared overhead benchmark (../shared/bench) with aigw as a target beside the others.
+#   bench/run.sh                                   # all targets, the full run
+#   bench/run.sh --targets direct,aigw --quick     # any run.py flags pass through
+# Needs the harness's one-time setup (its setup.sh) in the copy it runs from.
+set -euo pipefail
+export AIGW_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+HARNESS="${BENCH_HARNESS:-$AIGW_ROOT/../shared/bench}"
+if [ ! -w "$HARNESS" ]; then  # the shared folder may be read-only: run from a copy
+  COPY="${TMPDIR:-/tmp}/aigw-bench-harness"
+  mkdir -p "$COPY" && cp -r "$HARNESS/." "$COPY/" && HARNESS="$COPY"
+fi
+export AIGW_DATA_DIR="$(mktemp -d)"
+trap 'rm -rf "$AIGW_DATA_DIR"' EXIT
+TOKEN="$("$AIGW_ROOT/.venv/bin/aigw" tokens create --name bench)"
+sed "s/{aigw_token}/$TOKEN/" "$AIGW_ROOT/bench/targets.toml" > "$AIGW_DATA_DIR/targets.toml"
+cd "$HARNESS" && exec python3 run.py --targets-file "$AIGW_DATA_DIR/targets.toml" "$@"

@@ -1,0 +1,109 @@
+"""The gateway as an ASGI application: routes, start-up and shut-down, error rendering.
+
+`Gateway` owns the long-lived parts (settings, store, authenticator, router, upstream client) and is
+passed to the surfaces; nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aigw.config import Settings
+from aigw.errors import ErrorKind, GatewayError
+from aigw.http.asgi import Receive, Request, Scope, Send, send_body
+from aigw.http.upstream import AiohttpUpstreamClient, UpstreamClient
+from aigw.policies.auth import Authenticator
+from aigw.routing import Router
+from aigw.store import Store
+from aigw.surfaces.openai import OpenAISurface, unknown_route
+
+log = logging.getLogger("aigw")
+
+Handler = Callable[[Request, Send], Awaitable[None]]
+ErrorRenderer = Callable[[GatewayError], tuple[int, bytes, list[tuple[bytes, bytes]]]]
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, client: UpstreamClient | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._client = client
+        self.auth = Authenticator(store, refresh_seconds=settings.server.token_refresh_seconds)
+        self.router: Router | None = None
+        openai = OpenAISurface(self)
+        # (method, path) -> (handler, the surface's error renderer)
+        self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
+        for prefix in ("/mlflow/v1",):
+            self.routes[("POST", prefix + "/chat/completions")] = (openai.chat_completions, openai.error_response)
+            self.routes[("POST", prefix + "/embeddings")] = (openai.embeddings, openai.error_response)
+            self.routes[("GET", prefix + "/models")] = (openai.models, openai.error_response)
+        self._fallback_renderer: ErrorRenderer = openai.error_response
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        if self._client is None:
+            self._client = AiohttpUpstreamClient()
+        self.router = Router(self.settings, self._client)
+        await self.auth.start()
+
+    async def shutdown(self) -> None:
+        await self.auth.stop()
+        if self._client is not None:
+            await self._client.close()
+        await asyncio.to_thread(self.store.close)
+
+    # --- ASGI --------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        path = request.path
+        if path == "/health":
+            await send_body(send, 200, b'{"status":"ok"}')
+            return
+        route = self.routes.get((request.method, path.rstrip("/") or "/"))
+        if route is None:
+            await self._send_error(send, self._fallback_renderer, unknown_route(request))
+            return
+        handler, render_error = route
+        try:
+            await handler(request, send)
+        except GatewayError as error:
+            await self._send_error(send, render_error, error)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, path)
+            await self._send_error(send, render_error, GatewayError(ErrorKind.INTERNAL, "Internal gateway error."))
+
+    @staticmethod
+    async def _send_error(send: Send, render: ErrorRenderer, error: GatewayError) -> None:
+        status, body, headers = render(error)
+        try:
+            await send_body(send, status, body, headers)
+        except Exception:  # the response had already started: nothing more can be said
+            pass
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+

@@ -1,0 +1,235 @@
+"""The canonical model: one set of types every wire format translates to and from.
+
+A surface turns its client's request into a `ChatRequest`; a provider turns a `ChatRequest` into its
+upstream's request, and the upstream's answer back into a `ChatResponse` or a stream of `StreamEvent`s.
+So N client formats and M providers need N + M translators, never N x M.
+
+The vocabulary follows OpenAI chat where one is needed (roles, finish reasons), because it is the
+most widely known; the *shape* is our own: content is always a list of typed parts, reasoning is kept
+with its signature, and usage names input and output explicitly.
+
+Structs are msgspec's: cheap to build on the hot path, and `msgspec.to_builtins` gives golden tests
+a plain view.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import msgspec
+
+
+class Struct(msgspec.Struct, omit_defaults=True):
+    """Base for canonical types: defaults left out of dumps. Build them with keywords."""
+
+
+# --- content ---------------------------------------------------------------------------------------
+
+
+class TextPart(Struct, tag="text"):
+    text: str
+
+
+class ImagePart(Struct, tag="image"):
+    """An image, by URL: an http(s) URL, or a `data:<media type>;base64,<data>` URL for inline bytes."""
+
+    url: str
+    detail: str | None = None
+
+    @property
+    def is_inline(self) -> bool:
+        return self.url.startswith("data:")
+
+    def inline_data(self) -> tuple[str, str]:
+        """(media type, base64 data) of a data URL."""
+        header, _, data = self.url.partition(",")
+        media_type = header[5:].split(";", 1)[0] or "application/octet-stream"
+        return media_type, data
+
+
+class FilePart(Struct, tag="file"):
+    """A document (PDF, ...) given inline (`data`, base64) or by URL or provider file id."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+Part = Union[TextPart, ImagePart, FilePart]
+
+
+class Reasoning(Struct):
+    """A model's reasoning ("thinking"). `signature` lets providers that sign it verify it on
+    the next turn; `redacted` carries encrypted reasoning that only the same vendor can read."""
+
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+
+
+class ToolCall(Struct):
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+    signature: str | None = None  # vendor token that must travel with the call (Gemini thoughtSignature)
+
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class Message(Struct):
+    role: Role
+    content: list[Part] = []
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str | None = None  # role "tool": the call this message answers
+    name: str | None = None  # role "tool": the function's name, where known; else a participant name
+    reasoning: list[Reasoning] = []  # role "assistant"
+    is_error: bool = False  # role "tool": the tool failed
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+# --- request ---------------------------------------------------------------------------------------
+
+
+class Tool(Struct):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON schema
+    strict: bool | None = None
+
+
+class ToolChoice(Struct):
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None  # mode "tool": the function the model must call
+
+
+class ResponseFormat(Struct):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatRequest(Struct):
+    model: str  # the gateway endpoint the client named
+    messages: list[Message]
+    tools: list[Tool] = []
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] = []
+    n: int | None = None
+    seed: int | None = None
+    user: str | None = None
+    reasoning_effort: str | None = None
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage
+    # Fields of the client's wire format that have no canonical meaning: forwarded unchanged to
+    # providers that speak the same wire format, dropped for others.
+    extra: dict[str, Any] = {}
+    extra_wire: str | None = None  # the wire format `extra` belongs to
+
+
+# --- response --------------------------------------------------------------------------------------
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+class Usage(Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Choice(Struct):
+    message: Message
+    index: int = 0
+    finish_reason: FinishReason | None = None
+
+
+class ChatResponse(Struct):
+    id: str
+    model: str  # the upstream model that answered
+    created: int
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+# --- stream events ---------------------------------------------------------------------------------
+# A stream is: one StreamStart, then deltas (any order across choices), one Finish per choice,
+# and at most one UsageEvent (usually last). Decoders emit them; encoders render them.
+
+
+class StreamStart(Struct, tag="start"):
+    id: str
+    model: str
+    created: int
+
+
+class TextDelta(Struct, tag="text"):
+    text: str
+    index: int = 0
+
+
+class ReasoningDelta(Struct, tag="reasoning"):
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+    index: int = 0
+
+
+class ToolCallDelta(Struct, tag="tool_call"):
+    """Part of tool call `tool_index` of choice `index`: the first delta of a call carries its id and
+    name, later ones append to its arguments."""
+
+    tool_index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    signature: str | None = None
+    index: int = 0
+
+
+class Finish(Struct, tag="finish"):
+    reason: FinishReason
+    index: int = 0
+
+
+class UsageEvent(Struct, tag="usage"):
+    usage: Usage
+
+
+StreamEvent = Union[StreamStart, TextDelta, ReasoningDelta, ToolCallDelta, Finish, UsageEvent]
+
+
+# --- embeddings ------------------------------------------------------------------------------------
+
+
+class EmbeddingsRequest(Struct):
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+    extra: dict[str, Any] = {}
+    extra_wire: str | None = None
+
+
+class EmbeddingsResponse(Struct):
+    model: str
+    vectors: list[list[float]]
+    usage: Usage | None = None

@@ -1,0 +1,81 @@
+"""The `aigw` command line: `serve`, `tokens`, `--version`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import click
+
+from aigw.config import ConfigError, Settings, load_settings
+
+
+def _load(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        click.echo(f"aigw: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _open_store(settings: Settings):  # -> Store; imported late so `aigw --version` stays fast
+    from aigw.store import Store, resolve_database_url
+
+    return Store.open(resolve_database_url(settings.database_url, settings.data_path()))
+
+
+@click.group()
+@click.version_option(version("aigw"), prog_name="aigw")
+def main() -> None:
+    """aigw: one endpoint in front of every model provider, with governance on every call."""
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(path_type=Path), envvar="AIGW_CONFIG", help="YAML configuration file (env AIGW_CONFIG).")
+@click.option("--host", help="Listen address (default 127.0.0.1; env AIGW_HOST).")
+@click.option("--port", type=int, help="Listen port (default 8080; env AIGW_PORT).")
+def serve(config: Path | None, host: str | None, port: int | None) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from aigw.app import Gateway
+    from aigw.store import ensure_admin_token
+
+    settings = _load(config)
+    server = settings.server
+    host, port = host or server.host, port or server.port
+    store = _open_store(settings)
+    admin_token = ensure_admin_token(store)
+    if admin_token:
+        click.echo("Created the first admin token. It is shown only this once; keep it safe:", err=True)
+        click.echo(admin_token)
+    endpoints = ", ".join(e.name for e in settings.endpoints) or "(none configured)"
+    click.echo(f"aigw listening on http://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
+    uvicorn.run(
+        Gateway(settings, store),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _register_tokens() -> None:
+    from aigw.admin.tokens_cli import make_tokens_group
+
+    # The token commands find the store as `serve` does: AIGW_CONFIG, AIGW_DATABASE_URL, AIGW_DATA_DIR.
+    main.add_command(make_tokens_group(lambda: _open_store(_load(_config_from_env()))))
+
+
+def _config_from_env() -> Path | None:
+    value = os.environ.get("AIGW_CONFIG")
+    return Path(value) if value else None
+
+
+_register_tokens()

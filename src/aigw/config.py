@@ -1,0 +1,176 @@
+"""Settings: a YAML file, overridden by environment variables, validated once at start.
+
+Everything is decoded into typed structs with msgspec, so a bad file fails at start with the file,
+the key path and what is wrong — the gateway never starts half-configured. The resulting `Settings`
+object is passed along; nothing reads the environment or the file after start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+Task = Literal["chat", "embeddings"]
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024  # images inline as base64 make chat bodies large
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as `<file>: <key>: <what is wrong>`."""
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class DestinationConfig(Config):
+    provider: str
+    model: str
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout: float = 120.0  # seconds to connect, to the first byte, and between stream chunks
+    name: str | None = None  # label in errors and records; default "<provider>/<model>"
+    headers: dict[str, str] = {}  # extra headers sent upstream
+    api_version: str | None = None  # azure_openai
+    deployment: str | None = None  # azure_openai; default: model
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.provider}/{self.model}"
+
+
+class EndpointConfig(Config):
+    name: str
+    destinations: list[DestinationConfig]
+    task: Task | list[Task] = "chat"
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        return frozenset([self.task] if isinstance(self.task, str) else self.task)
+
+
+class ServerConfig(Config):
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    token_refresh_seconds: float = 2.0
+
+
+class Settings(Config):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    data_dir: str | None = None
+    database_url: str | None = None
+    demo_endpoint: bool = True  # serve the built-in `demo` endpoint
+    endpoints: list[EndpointConfig] = []
+
+    def data_path(self) -> Path:
+        return Path(self.data_dir or Path.home() / ".aigw").expanduser()
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, path: str, environ: dict[str, str], source: str) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of the document."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), environ, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]", environ, source) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{source}: {path}: environment variable {name} is not set")
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load the YAML file (if any), apply environment overrides, validate."""
+    environ = dict(os.environ if environ is None else environ)
+    source = str(path) if path else "<defaults>"
+    document: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping")
+        document = _expand_env(loaded or {}, "", environ, source)
+
+    server = document.setdefault("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{source}: server: must be a mapping")
+    overrides = {"AIGW_HOST": ("host", str), "AIGW_PORT": ("port", int)}
+    for variable, (key, kind) in overrides.items():
+        if environ.get(variable):
+            try:
+                server[key] = kind(environ[variable])
+            except ValueError:
+                raise ConfigError(f"environment: {variable}: expected {kind.__name__}") from None
+    if environ.get("AIGW_DATA_DIR"):
+        document["data_dir"] = environ["AIGW_DATA_DIR"]
+    if environ.get("AIGW_DATABASE_URL"):
+        document["database_url"] = environ["AIGW_DATABASE_URL"]
+
+    try:
+        settings = msgspec.convert(document, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_readable(str(exc))}") from None
+    _check(settings, source)
+    return settings
+
+
+def _readable(message: str) -> str:
+    """msgspec says "Expected `int`, got `str` - at `$.server.port`"; lead with the key instead."""
+    text, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return message
+    key = where.rstrip("`").removeprefix("$").removeprefix(".") or "(top level)"
+    return f"{key}: {text}"
+
+
+def _check(settings: Settings, source: str) -> None:
+    """Checks the types alone cannot express."""
+    from aigw.providers.registry import PROVIDERS  # late import: providers import this module
+
+    names: set[str] = set()
+    for i, endpoint in enumerate(settings.endpoints):
+        where = f"{source}: endpoints[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", endpoint.name):
+            raise ConfigError(f"{where}.name: '{endpoint.name}' is not a valid endpoint name")
+        if endpoint.name in names:
+            raise ConfigError(f"{where}.name: duplicate endpoint name '{endpoint.name}'")
+        names.add(endpoint.name)
+        if not endpoint.destinations:
+            raise ConfigError(f"{where}.destinations: at least one destination is required")
+        for j, destination in enumerate(endpoint.destinations):
+            provider = PROVIDERS.get(destination.provider)
+            if provider is None:
+                known = ", ".join(sorted(PROVIDERS))
+                raise ConfigError(
+                    f"{where}.destinations[{j}].provider: unknown provider '{destination.provider}' "
+                    f"(known: {known})"
+                )
+            problem = provider.check_config(destination, endpoint.tasks)
+            if problem:
+                key, message = problem
+                raise ConfigError(f"{where}.destinations[{j}].{key}: {message}")
+            if destination.timeout <= 0:
+                raise ConfigError(f"{where}.destinations[{j}].timeout: must be positive")

@@ -1,0 +1,128 @@
+"""Minimal ASGI request/response helpers for the hot path.
+
+Pure ASGI, no framework objects: the gateway serves a handful of routes, and every microsecond of
+per-request overhead is the product. Streams are sent chunk by chunk as they arrive, never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aigw.errors import ErrorKind, GatewayError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+class Request:
+    """What a handler needs of an HTTP request: path, headers (lower-case str), query, body."""
+
+    __slots__ = ("scope", "receive", "path", "method", "headers", "_query")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.path: str = scope["path"]
+        self.method: str = scope["method"]
+        # Header names arrive lower-cased from the server; decode once.
+        self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self._query: dict[str, str] | None = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            raw = self.scope.get("query_string") or b""
+            self._query = dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
+        return self._query
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body, refusing more than `limit` bytes (413) before reading it where the client
+        declared its length, and as soon as it is exceeded otherwise."""
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        message = await self.receive()
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+        parts = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await self.receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(ErrorKind.REQUEST_TOO_LARGE, f"The request body exceeds the gateway's limit of {limit} bytes.")
+
+
+def header_list(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+
+
+async def send_body(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class EventStream:
+    """An open streaming response. `start` sends the status line and headers; `write` sends a chunk
+    at once. A client that goes away cancels the task producing the stream (see `run_cancellable`)."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def start(self, headers: list[tuple[bytes, bytes]] = SSE_HEADERS, status: int = 200) -> None:
+        self.started = True
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def write(self, chunk: bytes) -> None:
+        if chunk:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def close(self, last: bytes = b"") -> None:
+        await self._send({"type": "http.response.body", "body": last})
+
+
+async def run_cancellable(receive: Receive, work: Awaitable[None]) -> None:
+    """Run `work` (which streams a response) until done, or until the client disconnects: then
+    cancel it, which closes the upstream connection too. The body has been read before this runs,
+    so the next ASGI message can only be the disconnect."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        watcher.cancel()
+    if task.done() and not task.cancelled():
+        task.result()  # re-raise what the stream raised
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

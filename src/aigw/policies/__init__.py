@@ -1,0 +1,1 @@
+"""Per-request policies: authentication, permissions, rate limits, guardrails (one module each)."""

@@ -1,0 +1,213 @@
+"""What a provider is: transport (URL, auth, capabilities) plus the mapping to its wire format.
+
+`Provider` is the interface the router calls. `HttpProvider` implements it for every provider that
+talks HTTP, in terms of a few small hooks (build the upstream request, parse the answer, decode the
+stream, read an error), so a new provider is one module of hooks and one registry line.
+
+Pass-through: a provider whose chat API speaks wire format W (`chat_wire`) can take a body that a
+client sent in W and forward it nearly untouched (`forward`), keeping every vendor feature working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from aigw.canonical import ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent
+from aigw.config import DestinationConfig
+from aigw.errors import ErrorKind, GatewayError
+from aigw.http.sse import SSEEvent, SSEParser
+from aigw.http.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+
+
+class StreamDecoder(Protocol):
+    """Turns an upstream's SSE events into canonical stream events (a small state machine)."""
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]: ...
+
+    def finish(self) -> list[StreamEvent]:
+        """Called when the upstream stream ends; returns any events still owed (e.g. a Finish)."""
+        ...
+
+
+class Provider:
+    """One destination: a provider kind bound to its configuration and the shared HTTP client."""
+
+    kind: ClassVar[str]  # registry name, e.g. "openai"
+    chat_wire: ClassVar[str | None] = None  # wire format of its chat API, for pass-through
+    tasks: ClassVar[frozenset[str]] = frozenset({"chat"})
+
+    def __init__(self, destination: DestinationConfig, client: UpstreamClient) -> None:
+        self.destination = destination
+        self.client = client
+        self.label = destination.label
+
+    @classmethod
+    def check_config(cls, destination: DestinationConfig, tasks: frozenset[str]) -> tuple[str, str] | None:
+        """A (key, problem) pair if this destination cannot work as configured, else None."""
+        unsupported = tasks - cls.tasks
+        if unsupported:
+            return "provider", f"'{cls.kind}' does not support task(s) {', '.join(sorted(unsupported))}"
+        return None
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        raise NotImplementedError
+
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        raise NotImplementedError
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        raise GatewayError(ErrorKind.INVALID_REQUEST, f"Destination '{self.label}' does not serve embeddings.")
+
+    async def forward(self, body: dict[str, Any], stream: bool) -> UpstreamResponse:
+        """Pass-through: send a body already in `chat_wire` format; return the raw upstream response
+        (status checked: errors raise GatewayError)."""
+        raise NotImplementedError
+
+
+class HttpProvider(Provider):
+    """A provider reached over HTTP. Subclasses fill in the hooks below."""
+
+    # --- hooks -------------------------------------------------------------------------------------
+
+    def chat_request(self, request: ChatRequest, stream: bool) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def parse_chat(self, body: bytes) -> ChatResponse:
+        raise NotImplementedError
+
+    def stream_decoder(self) -> StreamDecoder:
+        raise NotImplementedError
+
+    def forward_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def embeddings_request(self, request: EmbeddingsRequest) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def parse_embeddings(self, body: bytes, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        raise NotImplementedError
+
+    def error_message(self, body: bytes) -> str | None:
+        """The upstream's own error message from an error body, if it has one."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(data, list) and data:  # Gemini's JSON-array streams wrap errors too
+            data = data[0]
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+        return None
+
+    # --- the interface, in terms of the hooks -------------------------------------------------------
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        response = await self._send(self.chat_request(request, stream=False))
+        body = await response.read()
+        try:
+            return self.parse_chat(body)
+        except GatewayError:
+            raise
+        except Exception as exc:  # an upstream that answers 200 with garbage
+            raise self._malformed(exc) from None
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        response = await self._send(self.chat_request(request, stream=True))
+        async for event in self.decode_stream(response):
+            yield event
+
+    async def decode_stream(self, response: UpstreamResponse) -> AsyncIterator[StreamEvent]:
+        parser, decoder = SSEParser(), self.stream_decoder()
+        try:
+            async for chunk in response.iter_chunks():
+                for sse in parser.feed(chunk):
+                    for event in decoder.feed(sse):
+                        yield event
+            for sse in parser.flush():
+                for event in decoder.feed(sse):
+                    yield event
+            for event in decoder.finish():
+                yield event
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self._malformed(exc) from None
+        finally:
+            response.close()
+
+    async def forward(self, body: dict[str, Any], stream: bool) -> UpstreamResponse:
+        return await self._send(self.forward_request(body, stream))
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        if "embeddings" not in self.tasks:
+            return await super().embed(request)
+        response = await self._send(self.embeddings_request(request))
+        body = await response.read()
+        try:
+            return self.parse_embeddings(body, request)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self._malformed(exc) from None
+
+    # --- shared plumbing ---------------------------------------------------------------------------
+
+    async def _send(self, request: UpstreamRequest) -> UpstreamResponse:
+        response = await self.client.send(request, timeout=self.destination.timeout, destination=self.label)
+        if response.status >= 400:
+            body = await response.read()
+            raise self.upstream_error(response.status, body, response.headers)
+        return response
+
+    def upstream_error(self, status: int, body: bytes, headers: dict[str, str]) -> GatewayError:
+        """Map an upstream error status to the caller's error, keeping its meaning: 429 stays 429
+        (with Retry-After), 5xx becomes 502, the upstream's complaints about the request stay 4xx,
+        and a rejected provider key is the gateway's problem (502), not the caller's."""
+        upstream_message = self.error_message(body)
+        detail = f": {self._redact(upstream_message)}" if upstream_message else ""
+        prefix = f"Destination '{self.label}' returned HTTP {status}"
+        if status == 429:
+            retry_after = headers.get("retry-after")
+            return GatewayError(
+                ErrorKind.RATE_LIMIT,
+                f"{prefix} (rate limited){detail}",
+                headers={"retry-after": retry_after} if retry_after else None,
+                retryable=True,
+            )
+        if status in (401, 403):
+            return GatewayError(
+                ErrorKind.UPSTREAM_ERROR,
+                f"{prefix}: the gateway's credentials for it were rejected.",
+                code="upstream_authentication_failed",
+            )
+        if status in (503, 529):
+            return GatewayError(ErrorKind.OVERLOADED, f"{prefix} (overloaded){detail}", status=502, retryable=True)
+        if status >= 500:
+            return GatewayError(ErrorKind.UPSTREAM_ERROR, f"{prefix}{detail}", retryable=True)
+        if status == 404:
+            return GatewayError(ErrorKind.UPSTREAM_ERROR, f"{prefix} (not found){detail}", code="upstream_not_found")
+        kind = ErrorKind.REQUEST_TOO_LARGE if status == 413 else ErrorKind.INVALID_REQUEST
+        return GatewayError(kind, f"{prefix}{detail}", status=status if status < 500 else 400)
+
+    def _redact(self, text: str) -> str:
+        """Never let an upstream echo our provider key back to the caller."""
+        key = self.destination.api_key
+        if key and len(key) >= 6:
+            text = text.replace(key, "***")
+        return text[:2000]
+
+    def _malformed(self, exc: Exception) -> GatewayError:
+        return GatewayError(
+            ErrorKind.UPSTREAM_ERROR,
+            f"Destination '{self.label}' sent a response the gateway could not read ({type(exc).__name__}: {exc}).",
+        )
+
+
+def json_body(data: Any) -> bytes:
+    return orjson.dumps(data)

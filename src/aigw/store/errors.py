@@ -1,0 +1,11 @@
+"""Store failures the caller can act on (as opposed to a broken database, which stays a SQLAlchemy error)."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class for expected store failures."""
+
+
+class AlreadyExists(StoreError):
+    """A unique name is taken: a principal, or an active token with the same name."""

@@ -1,0 +1,1012 @@
+"""Gemini (Generative Language API, AI Studio) wire format <-> canonical model.
+
+Used from both sides: the Gemini provider encodes requests and decodes responses and `alt=sse` streams;
+a Gemini client-facing surface decodes requests and encodes responses, streams and errors. Same shape as
+`openai_chat`, so every wire module reads alike.
+
+Gemini specifics worth knowing:
+- Requests name fields in camelCase, but Google's JSON parser also takes snake_case (its own curl
+  examples use `system_instruction`, `inline_data`), so decoding accepts both (`_get`).
+- Function calls may come without ids (AI Studio usually omits them); ids are synthesized here and
+  function responses matched to calls by id, else by name, else by order.
+- Gemini 3 rejects a replayed `functionCall` without its `thoughtSignature`. Calls that never had one
+  (they came from another vendor, or through a client that dropped it) get Google's documented
+  sentinel, so cross-provider conversations keep working.
+- Tool parameters go out as `parametersJsonSchema`, which takes full JSON Schema (`additionalProperties`,
+  `anyOf`, `$ref`), instead of `parameters`, an OpenAPI subset that 400s on most real-world schemas.
+"""
+
+from __future__ import annotations
+
+import functools
+import mimetypes
+import re
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from aigw.canonical import (
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    FilePart,
+    Finish,
+    FinishReason,
+    ImagePart,
+    Message,
+    Part,
+    Reasoning,
+    ReasoningDelta,
+    ResponseFormat,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    Usage,
+    UsageEvent,
+)
+from aigw.errors import ErrorKind, GatewayError, invalid
+from aigw.http.sse import SSEEvent
+
+WIRE = "gemini"
+SKIP_SIGNATURE = "skip_thought_signature_validator"  # Google's sentinel for calls without a signature
+
+_NUMBER = (int, float)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "contents": (list,),
+    "systemInstruction": (dict,),
+    "tools": (list,),
+    "toolConfig": (dict,),
+    "generationConfig": (dict,),
+    "safetySettings": (list,),
+    "cachedContent": (str,),
+}
+GENERATION_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "temperature": _NUMBER,
+    "topP": _NUMBER,
+    "topK": _NUMBER,
+    "maxOutputTokens": (int,),
+    "stopSequences": (list,),
+    "candidateCount": (int,),
+    "seed": (int,),
+    "responseMimeType": (str,),
+    "responseSchema": (dict,),
+    "responseJsonSchema": (dict, bool),
+    "thinkingConfig": (dict,),
+}
+_CANONICAL_GENERATION = (
+    "temperature", "topP", "maxOutputTokens", "stopSequences", "candidateCount", "seed",
+    "responseMimeType", "responseSchema", "responseJsonSchema",
+)  # fmt: skip
+_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
+ROLES = ("user", "model", "function")
+
+FINISH_REASONS: dict[str, FinishReason] = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    **dict.fromkeys(
+        ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+         "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR"),
+        "content_filter",
+    ),
+}  # fmt: skip  # anything else (OTHER, MALFORMED_FUNCTION_CALL, ...) -> "stop"
+FINISH_REASONS_OUT = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY", "error": "OTHER"}
+FUNCTION_CALLING_MODES = {"AUTO": "auto", "ANY": "required", "NONE": "none"}
+FUNCTION_CALLING_MODES_OUT = {"auto": "AUTO", "required": "ANY", "none": "NONE", "tool": "ANY"}
+# reasoning_effort -> thinkingConfig: a level for Gemini 3+, a token budget for older models.
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+
+
+@functools.lru_cache(maxsize=256)  # a pure function of the few field names this module uses
+def _snake(name: str) -> str:
+    return re.sub(r"([A-Z])", r"_\1", name).lower()
+
+
+def _get(obj: dict[str, Any], name: str) -> Any:
+    """A request field by its camelCase name, or the snake_case spelling Google also accepts."""
+    value = obj.get(name)
+    return obj.get(_snake(name)) if value is None else value
+
+
+def _rest(obj: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of `obj` not in `known` (either spelling): kept as `extra` for same-wire providers."""
+    names = set(known) | {_snake(k) for k in known}
+    return {k: v for k, v in obj.items() if k not in names}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    if types == _NUMBER:
+        return "a number"
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def _check_types(obj: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str) -> None:
+    for field, types in fields.items():
+        value = _get(obj, field)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise invalid(f"Invalid type for '{prefix}{field}': expected {_type_name(types)}.", prefix + field)
+
+
+def validate_request(body: Any) -> None:
+    """The checks every generateContent request gets, translated or passed through."""
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    _check_types(body, FIELD_TYPES, "")
+    contents = _get(body, "contents")
+    if not contents:
+        raise invalid("Missing required parameter: 'contents' (a non-empty array).", "contents")
+    for i, content in enumerate(contents):
+        where = f"contents[{i}]"
+        if not isinstance(content, dict):
+            raise invalid(f"Invalid type for '{where}': expected an object.", where)
+        role = content.get("role")
+        if role is not None and role not in ROLES:
+            raise invalid(f"Invalid value for '{where}.role': expected user or model.", f"{where}.role")
+        if not isinstance(content.get("parts"), list):
+            raise invalid(f"Missing required parameter: '{where}.parts' (an array).", f"{where}.parts")
+    generation = _get(body, "generationConfig")
+    if generation:
+        _check_types(generation, GENERATION_FIELD_TYPES, "generationConfig.")
+
+
+def model_path(model: str) -> str:
+    """`gemini-2.5-flash` -> `models/gemini-2.5-flash`; `tunedModels/x` and `models/x` unchanged."""
+    return model if "/" in model else f"models/{model}"
+
+
+def _version(model: str) -> float | None:
+    """2.5 for `gemini-2.5-flash`; None for names that carry no version (aliases, tuned models)."""
+    match = re.search(r"gemini-(\d+(?:\.\d+)?)", model)
+    return float(match.group(1)) if match else None
+
+
+# --- requests: Gemini -> canonical -----------------------------------------------------------------
+
+
+def decode_request(body: Any, model: str, stream: bool = False) -> ChatRequest:
+    """A client's generateContent body -> ChatRequest. `model` comes from the URL."""
+    validate_request(body)
+    messages: list[Message] = []
+    system = _get(body, "systemInstruction")
+    if system is not None:
+        parts = system.get("parts")
+        if not isinstance(parts, list):
+            raise invalid("Missing required parameter: 'systemInstruction.parts'.", "systemInstruction.parts")
+        messages.append(Message(role="system", content=_decode_input_parts(parts, "systemInstruction.parts")))
+    messages.extend(_decode_contents(_get(body, "contents")))
+    extra = _rest(body, ("contents", "systemInstruction", "tools", "toolConfig", "generationConfig"))
+    tools, other_tools = _decode_tools(_get(body, "tools") or [])
+    if other_tools:
+        extra["tools"] = other_tools
+    tool_choice, tool_config_rest = _decode_tool_config(_get(body, "toolConfig"))
+    if tool_config_rest:
+        extra["toolConfig"] = tool_config_rest
+    generation = _get(body, "generationConfig") or {}
+    generation_rest = _rest(generation, _CANONICAL_GENERATION)
+    response_format = _decode_response_format(generation, generation_rest)
+    if generation_rest:
+        extra["generationConfig"] = generation_rest
+    stop = _get(generation, "stopSequences")
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=response_format,
+        temperature=_get(generation, "temperature"),
+        top_p=_get(generation, "topP"),
+        max_tokens=_get(generation, "maxOutputTokens"),
+        stop=list(stop or []),
+        n=_get(generation, "candidateCount"),
+        seed=_get(generation, "seed"),
+        reasoning_effort=_decode_thinking(_get(generation, "thinkingConfig")),
+        stream=stream,
+        include_usage=True,  # Gemini always reports usage
+        extra=extra,
+        extra_wire=WIRE,
+    )
+
+
+def _decode_contents(contents: list[dict[str, Any]]) -> list[Message]:
+    messages: list[Message] = []
+    pending: list[tuple[str, str]] = []  # (id, name) of calls not answered yet, oldest first
+    for i, content in enumerate(contents):
+        if content.get("role") == "model":
+            message = _decode_model_turn(content["parts"], i, pending)
+            if message.content or message.tool_calls or message.reasoning:
+                messages.append(message)
+        else:
+            messages.extend(_decode_user_turn(content["parts"], i, pending))
+    return messages
+
+
+def _decode_model_turn(parts: list[Any], i: int, pending: list[tuple[str, str]]) -> Message:
+    content: list[Part] = []
+    calls: list[ToolCall] = []
+    reasoning: list[Reasoning] = []
+    for j, part in enumerate(parts):
+        at = f"contents[{i}].parts[{j}]"
+        if not isinstance(part, dict):
+            raise invalid(f"Invalid type for '{at}': expected an object.", at)
+        signature = _get(part, "thoughtSignature")
+        signature = None if signature == SKIP_SIGNATURE else signature  # a placeholder, not a signature
+        call = _get(part, "functionCall")
+        if call is not None:
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+                raise invalid(f"Missing required parameter: '{at}.functionCall.name'.", f"{at}.functionCall.name")
+            call_id = call.get("id") or f"call_{i}_{j}"
+            pending.append((call_id, call["name"]))
+            arguments = orjson.dumps(call.get("args") or {}).decode()
+            calls.append(ToolCall(id=call_id, name=call["name"], arguments=arguments, signature=signature))
+            continue
+        if part.get("thought"):
+            reasoning.append(Reasoning(text=part.get("text") or "", signature=signature))
+            continue
+        if signature is not None:  # a signature on a text part: it signs the reasoning behind it
+            reasoning.append(Reasoning(signature=signature))
+        decoded = _decode_part(part, at)
+        if decoded is not None and not _empty(decoded):
+            content.append(decoded)
+    return Message(role="assistant", content=content, tool_calls=calls, reasoning=reasoning)
+
+
+def _decode_user_turn(parts: list[Any], i: int, pending: list[tuple[str, str]]) -> list[Message]:
+    """Function responses become tool messages (first: they must follow the calls); the rest one user message."""
+    tools: list[Message] = []
+    content: list[Part] = []
+    for j, part in enumerate(parts):
+        at = f"contents[{i}].parts[{j}]"
+        response = _get(part, "functionResponse") if isinstance(part, dict) else None
+        if response is None:
+            decoded = _decode_part(part, at)
+            if decoded is not None:
+                content.append(decoded)
+            continue
+        if not isinstance(response, dict) or not isinstance(response.get("name"), str):
+            raise invalid(f"Missing required parameter: '{at}.functionResponse.name'.", f"{at}.functionResponse.name")
+        name = response["name"]
+        call_id = response.get("id") or _match_call(pending, name) or f"call_{i}_{j}"
+        pending[:] = [p for p in pending if p[0] != call_id]
+        result = response.get("response")
+        result = result if result is not None else {}
+        parts_out: list[Part] = [TextPart(text=orjson.dumps(result).decode())]
+        if isinstance(response.get("parts"), list):
+            parts_out.extend(_decode_input_parts(response["parts"], f"{at}.functionResponse.parts"))
+        is_error = isinstance(result, dict) and set(result) == {"error"}
+        tools.append(Message(role="tool", content=parts_out, tool_call_id=call_id, name=name, is_error=is_error))
+    if content:
+        tools.append(Message(role="user", content=content))
+    return tools
+
+
+def _match_call(pending: list[tuple[str, str]], name: str) -> str | None:
+    for call_id, call_name in pending:
+        if call_name == name:
+            return call_id
+    return pending[0][0] if pending else None
+
+
+def _decode_input_parts(parts: list[Any], where: str) -> list[Part]:
+    decoded = (_decode_part(part, f"{where}[{j}]") for j, part in enumerate(parts))
+    return [p for p in decoded if p is not None]
+
+
+def _decode_part(part: Any, at: str) -> Part | None:
+    """One request part -> canonical; None for a part that carries nothing (a bare signature)."""
+    if not isinstance(part, dict):
+        raise invalid(f"Invalid type for '{at}': expected an object.", at)
+    if isinstance(part.get("text"), str):
+        return TextPart(text=part["text"])
+    inline = _get(part, "inlineData")
+    if isinstance(inline, dict):
+        media_type, data = _get(inline, "mimeType") or "application/octet-stream", inline.get("data") or ""
+        if media_type.startswith("image/"):
+            return ImagePart(url=f"data:{media_type};base64,{data}")
+        return FilePart(media_type=media_type, data=data, filename=_get(inline, "displayName"))
+    file = _get(part, "fileData")
+    if isinstance(file, dict) and isinstance(_get(file, "fileUri"), str):
+        media_type, uri = _get(file, "mimeType"), _get(file, "fileUri")
+        if media_type and media_type.startswith("image/"):
+            return ImagePart(url=uri)
+        return FilePart(media_type=media_type, url=uri, filename=_get(file, "displayName"))
+    if set(part) <= {"thoughtSignature", "thought_signature", "thought"}:
+        return None
+    kinds = ", ".join(sorted(part))
+    raise invalid(f"Unsupported part ({kinds}) at '{at}' for this endpoint's provider.", at)
+
+
+def _decode_tools(tools: list[Any]) -> tuple[list[Tool], list[dict[str, Any]]]:
+    """Function declarations -> canonical tools; Gemini's built-in tools (googleSearch, ...) kept apart."""
+    out: list[Tool] = []
+    others: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise invalid(f"Invalid type for 'tools[{i}]': expected an object.", f"tools[{i}]")
+        declarations = _get(tool, "functionDeclarations")
+        rest = _rest(tool, ("functionDeclarations",))
+        if rest:
+            others.append(rest)
+        if declarations is None:
+            continue
+        for j, declaration in enumerate(declarations):
+            at = f"tools[{i}].functionDeclarations[{j}]"
+            if not isinstance(declaration, dict) or not isinstance(declaration.get("name"), str):
+                raise invalid(f"Missing required parameter: '{at}.name'.", f"{at}.name")
+            parameters = _get(declaration, "parametersJsonSchema")
+            if parameters is None and isinstance(declaration.get("parameters"), dict):
+                parameters = _schema_from_gemini(declaration["parameters"])
+            out.append(Tool(name=declaration["name"], description=declaration.get("description"), parameters=parameters))
+    return out, others
+
+
+_INT64_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
+
+
+def _schema_from_gemini(schema: Any) -> Any:
+    """Gemini's OpenAPI-style Schema (`type: "OBJECT"`, `nullable`, int64s as strings) -> JSON Schema."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, str):
+            out["type"] = value.lower()
+        elif key in ("properties", "$defs", "defs"):
+            out["$defs" if key == "defs" else key] = {k: _schema_from_gemini(v) for k, v in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = _schema_from_gemini(value)
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            out[key] = [_schema_from_gemini(v) for v in value]
+        elif key in _INT64_KEYS and isinstance(value, str) and value.isdigit():
+            out[key] = int(value)
+        elif key not in ("nullable", "propertyOrdering"):
+            out[key] = value
+    if schema.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def _decode_tool_config(config: Any) -> tuple[ToolChoice | None, dict[str, Any]]:
+    if not config:
+        return None, {}
+    rest = _rest(config, ("functionCallingConfig",))
+    calling = _get(config, "functionCallingConfig")
+    if not isinstance(calling, dict):
+        return None, config
+    mode = calling.get("mode")
+    names = _get(calling, "allowedFunctionNames") or []
+    calling_rest = _rest(calling, ("mode", "allowedFunctionNames"))
+    choice: ToolChoice | None = None
+    if mode == "ANY" and len(names) == 1:
+        choice = ToolChoice(mode="tool", name=names[0])
+    elif mode in FUNCTION_CALLING_MODES:
+        choice = ToolChoice(mode=FUNCTION_CALLING_MODES[mode])  # type: ignore[arg-type]
+        if names:
+            calling_rest["allowedFunctionNames"] = names  # a restriction canonical cannot say
+    elif mode is not None:
+        calling_rest["mode"] = mode  # VALIDATED, ...: Gemini-only
+    if calling_rest:
+        rest["functionCallingConfig"] = calling_rest
+    return choice, rest
+
+
+def _decode_response_format(generation: dict[str, Any], rest: dict[str, Any]) -> ResponseFormat | None:
+    mime = _get(generation, "responseMimeType")
+    json_schema = _get(generation, "responseJsonSchema")
+    schema = _get(generation, "responseSchema")
+    if mime == "application/json":
+        if json_schema is not None:
+            return ResponseFormat(type="json_schema", schema=json_schema if isinstance(json_schema, dict) else {})
+        if schema is not None:
+            return ResponseFormat(type="json_schema", schema=_schema_from_gemini(schema))
+        return ResponseFormat(type="json_object")
+    if mime is not None and mime != "text/plain":  # text/x.enum, ...: Gemini-only, kept for Gemini
+        rest["responseMimeType"] = mime
+        if schema is not None:
+            rest["responseSchema"] = schema
+    return None
+
+
+def _decode_thinking(config: Any) -> str | None:
+    if not isinstance(config, dict):
+        return None
+    level = _get(config, "thinkingLevel")
+    if isinstance(level, str):
+        return level.lower()
+    return "none" if _get(config, "thinkingBudget") == 0 else None
+
+
+# --- requests: canonical -> Gemini -----------------------------------------------------------------
+
+
+def encode_request(request: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+    """ChatRequest -> a generateContent body for `model` (streaming is chosen by URL, not body)."""
+    extra = request.extra if request.extra_wire == WIRE else {}
+    contents, system = _encode_messages(request.messages, model)
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    tools = list(extra.get("tools") or [])
+    if request.tools:
+        tools.insert(0, {"functionDeclarations": [_encode_tool(t) for t in request.tools]})
+    if tools:
+        body["tools"] = tools
+    tool_config = _encode_tool_choice(request.tool_choice)
+    if tool_config or extra.get("toolConfig"):
+        body["toolConfig"] = _merge(extra.get("toolConfig") or {}, tool_config)
+    generation = _merge(extra.get("generationConfig") or {}, _encode_generation(request, model, extra))
+    if generation:
+        body["generationConfig"] = generation
+    body.update((k, v) for k, v in extra.items() if k not in body)
+    return body
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overlay` on top, nested objects merged; neither input is changed."""
+    out = dict(base)
+    for key, value in overlay.items():
+        old = out.get(key)
+        out[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def _encode_messages(messages: list[Message], model: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    contents: list[dict[str, Any]] = []
+    system: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # call id -> function name, for tool messages that do not say
+    version = _version(model)
+    needs_signature = version is None or version >= 3
+    for i, message in enumerate(messages):
+        if message.role == "system":
+            system.extend({"text": p.text} for p in message.content if isinstance(p, TextPart) and p.text)
+            continue
+        if message.role == "tool":
+            role, parts = "user", _encode_tool_result(message, names, i)
+        elif message.role == "assistant":
+            role, parts = "model", [_encode_part(p) for p in message.content if not _empty(p)]
+            names.update((c.id, c.name) for c in message.tool_calls)
+            calls = [_function_call_part(c.id, c.name, c.arguments, c.signature) for c in message.tool_calls]
+            if calls and needs_signature and not any(c.signature for c in message.tool_calls):
+                calls[0]["thoughtSignature"] = SKIP_SIGNATURE
+            parts.extend(calls)
+        else:
+            role, parts = "user", [_encode_part(p) for p in message.content if not _empty(p)]
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    return contents, system
+
+
+def _empty(part: Part) -> bool:
+    return isinstance(part, TextPart) and not part.text
+
+
+def _encode_tool_result(message: Message, names: dict[str, str], i: int) -> list[dict[str, Any]]:
+    name = message.name or names.get(message.tool_call_id or "")
+    if not name:
+        raise invalid(
+            f"'messages[{i}]' answers tool call '{message.tool_call_id}', which no earlier assistant message made.",
+            f"messages[{i}].tool_call_id",
+        )
+    text = message.text()
+    try:
+        result = orjson.loads(text) if text.lstrip().startswith("{") else None
+    except orjson.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict):
+        result = {"error" if message.is_error else "result": text}
+    function: dict[str, Any] = {"name": name, "response": result}
+    if message.tool_call_id:
+        function["id"] = message.tool_call_id
+    return [{"functionResponse": function}] + [_encode_part(p) for p in message.content if not isinstance(p, TextPart)]
+
+
+def _parse_args(arguments: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _encode_part(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart):
+        if part.is_inline:
+            media_type, data = part.inline_data()
+            return {"inlineData": {"mimeType": media_type, "data": data}}
+        return {"fileData": {"mimeType": _guess_type(part.url, "image/jpeg"), "fileUri": part.url}}
+    if part.data is not None:
+        return {"inlineData": {"mimeType": part.media_type or "application/pdf", "data": part.data}}
+    uri = part.url or part.file_id or ""
+    return {"fileData": {"mimeType": part.media_type or _guess_type(uri, "application/pdf"), "fileUri": uri}}
+
+
+def _guess_type(url: str, default: str) -> str:
+    return mimetypes.guess_type(url.split("?", 1)[0])[0] or default
+
+
+def _encode_tool(tool: Tool) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        declaration["description"] = tool.description
+    if tool.parameters is not None:
+        declaration["parametersJsonSchema"] = _json_schema(tool.parameters)
+    return declaration
+
+
+def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Gemini's JSON-schema fields take full JSON Schema, except a root `$schema` (400: unknown name)."""
+    return {k: v for k, v in schema.items() if k != "$schema"} if "$schema" in schema else schema
+
+
+def _encode_tool_choice(choice: ToolChoice | None) -> dict[str, Any]:
+    if choice is None:
+        return {}
+    calling: dict[str, Any] = {"mode": FUNCTION_CALLING_MODES_OUT[choice.mode]}
+    if choice.mode == "tool" and choice.name:
+        calling["allowedFunctionNames"] = [choice.name]
+    return {"functionCallingConfig": calling}
+
+
+def _encode_generation(request: ChatRequest, model: str, extra: dict[str, Any]) -> dict[str, Any]:
+    scalars = {
+        "temperature": request.temperature,
+        "topP": request.top_p,
+        "maxOutputTokens": request.max_tokens,
+        "stopSequences": request.stop or None,
+        "candidateCount": request.n,
+        "seed": request.seed,
+    }
+    out = {k: v for k, v in scalars.items() if v is not None}
+    response_format = request.response_format
+    if response_format is not None and response_format.type != "text":
+        out["responseMimeType"] = "application/json"
+        if response_format.type == "json_schema" and response_format.schema is not None:
+            out["responseJsonSchema"] = _json_schema(response_format.schema)
+    effort, version = request.reasoning_effort, _version(model)
+    if effort and _get(extra.get("generationConfig") or {}, "thinkingConfig") is None:
+        thinking = _thinking(effort, model, version)
+        if thinking:
+            out["thinkingConfig"] = thinking
+    return out
+
+
+def _thinking(effort: str, model: str, version: float | None) -> dict[str, Any]:
+    """reasoning_effort -> thinkingConfig: a level for Gemini 3+, a token budget for 2.5 (and for
+    unversioned aliases: Gemini 3 still takes budgets); models before 2.5 do not think, so nothing."""
+    if version is not None and version < 2.5:
+        return {}
+    if version is not None and version >= 3:
+        thinking: dict[str, Any] = {"thinkingLevel": "MINIMAL" if effort == "none" else effort.upper()}
+    else:
+        budget = THINKING_BUDGETS.get(effort, -1)
+        thinking = {"thinkingBudget": 128 if budget == 0 and "pro" in model else budget}  # Pro cannot stop thinking
+    if effort != "none":
+        thinking["includeThoughts"] = True
+    return thinking
+
+
+# --- responses -------------------------------------------------------------------------------------
+
+
+def decode_usage(meta: Any) -> Usage | None:
+    """Gemini counts thoughts apart from candidates; canonical output includes them."""
+    if not isinstance(meta, dict):
+        return None
+    thoughts = meta.get("thoughtsTokenCount")
+    return Usage(
+        input_tokens=(meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0),
+        output_tokens=(meta.get("candidatesTokenCount") or 0) + (thoughts or 0),
+        cached_input_tokens=meta.get("cachedContentTokenCount"),
+        reasoning_tokens=thoughts,
+    )
+
+
+def encode_usage(usage: Usage) -> dict[str, Any]:
+    reasoning = usage.reasoning_tokens or 0
+    out: dict[str, Any] = {
+        "promptTokenCount": usage.input_tokens,
+        "candidatesTokenCount": usage.output_tokens - reasoning,
+        "totalTokenCount": usage.total_tokens,
+    }
+    if usage.cached_input_tokens is not None:
+        out["cachedContentTokenCount"] = usage.cached_input_tokens
+    if reasoning:
+        out["thoughtsTokenCount"] = reasoning
+    return out
+
+
+def decode_finish(reason: Any, has_calls: bool) -> FinishReason | None:
+    if not reason:
+        return None
+    mapped = FINISH_REASONS.get(reason, "stop")
+    return "tool_calls" if has_calls and mapped == "stop" else mapped
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _call_id(response_id: str, serial: int) -> str:
+    """An id for a call Gemini sent without one: unique across a conversation, since the response's is."""
+    return f"call_{re.sub(r'[^A-Za-z0-9_-]', '', response_id)}_{serial}"
+
+
+def _response_parts(parts: Any) -> list[tuple[str, Any]]:
+    """A candidate's parts as (kind, value): "call" (name, args JSON, id, signature), "thought"
+    (text, signature), "signature" (alone), "text", "part" (an image or file)."""
+    out: list[tuple[str, Any]] = []
+    for part in parts or ():
+        signature = part.get("thoughtSignature")
+        call = part.get("functionCall")
+        if call is not None:
+            arguments = orjson.dumps(call.get("args") or {}).decode()
+            out.append(("call", (call.get("name") or "", arguments, call.get("id"), signature)))
+            continue
+        text = part.get("text")
+        if part.get("thought"):
+            out.append(("thought", (text or "", signature)))
+            continue
+        if signature is not None:
+            out.append(("signature", signature))
+        if text:
+            out.append(("text", text))
+        elif "inlineData" in part or "fileData" in part:
+            out.append(("part", _decode_part(part, "candidates")))
+    return out
+
+
+def decode_response(data: dict[str, Any]) -> ChatResponse:
+    response_id = data.get("responseId") or new_id()
+    serial = 0
+    choices = []
+    for position, candidate in enumerate(data.get("candidates") or []):
+        content: list[Part] = []
+        calls: list[ToolCall] = []
+        reasoning: list[Reasoning] = []
+        for kind, value in _response_parts((candidate.get("content") or {}).get("parts")):
+            if kind == "call":
+                name, arguments, call_id, signature = value
+                if not call_id:
+                    call_id, serial = _call_id(response_id, serial), serial + 1
+                calls.append(ToolCall(id=call_id, name=name, arguments=arguments, signature=signature))
+            elif kind == "thought":
+                reasoning.append(Reasoning(text=value[0], signature=value[1]))
+            elif kind == "signature":
+                if reasoning and reasoning[-1].signature is None:
+                    reasoning[-1].signature = value
+                else:
+                    reasoning.append(Reasoning(signature=value))
+            else:
+                content.append(TextPart(text=value) if kind == "text" else value)
+        message = Message(role="assistant", content=content, tool_calls=calls, reasoning=reasoning)
+        finish = decode_finish(candidate.get("finishReason"), bool(calls))
+        choices.append(Choice(index=candidate.get("index", position), message=message, finish_reason=finish))
+    if not choices and (data.get("promptFeedback") or {}).get("blockReason"):
+        choices.append(Choice(index=0, message=Message(role="assistant"), finish_reason="content_filter"))
+    return ChatResponse(
+        id=response_id,
+        model=data.get("modelVersion") or "",
+        created=int(time.time()),
+        choices=choices,
+        usage=decode_usage(data.get("usageMetadata")),
+    )
+
+
+def _function_call_part(call_id: str | None, name: str, arguments: str, signature: str | None) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": name, "args": _parse_args(arguments)}
+    if call_id:
+        function["id"] = call_id
+    return {"functionCall": function} | ({"thoughtSignature": signature} if signature else {})
+
+
+def _thought_part(text: str, signature: str | None) -> dict[str, Any]:
+    return {"text": text, "thought": True} | ({"thoughtSignature": signature} if signature else {})
+
+
+def encode_response(response: ChatResponse, model: str | None = None) -> dict[str, Any]:
+    candidates = []
+    for choice in response.choices:
+        message = choice.message
+        parts = [_thought_part(r.text, r.signature) for r in message.reasoning if r.text or r.signature]
+        parts += [_encode_part(p) for p in message.content if not _empty(p)]
+        parts += [_function_call_part(c.id, c.name, c.arguments, c.signature) for c in message.tool_calls]
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}} if parts else {}
+        if choice.finish_reason:
+            candidate["finishReason"] = FINISH_REASONS_OUT[choice.finish_reason]
+        candidate["index"] = choice.index
+        candidates.append(candidate)
+    body: dict[str, Any] = {"candidates": candidates}
+    if response.usage is not None:
+        body["usageMetadata"] = encode_usage(response.usage)
+    body["modelVersion"] = model or response.model
+    body["responseId"] = response.id
+    return body
+
+
+# --- streams ---------------------------------------------------------------------------------------
+
+
+def stream_error(error: Any) -> GatewayError:
+    """An `error` object inside a stream (or a 200 body) -> GatewayError."""
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    code = error.get("code") if isinstance(error, dict) else None
+    text = f"The upstream reported an error: {message}"
+    if code == 429:
+        return GatewayError(ErrorKind.RATE_LIMIT, text, retryable=True)
+    if code == 503:
+        return GatewayError(ErrorKind.OVERLOADED, text, status=502, retryable=True)
+    return GatewayError(ErrorKind.UPSTREAM_ERROR, text, retryable=isinstance(code, int) and code >= 500)
+
+
+class StreamDecoder:
+    """Gemini `alt=sse` chunks (each a whole GenerateContentResponse) -> canonical stream events.
+    Function calls arrive whole, so each becomes one ToolCallDelta. Every chunk may carry usage;
+    the last values seen go out once, at the end."""
+
+    def __init__(self, model: str = "") -> None:
+        self._model = model  # when chunks carry no modelVersion
+        self._id = ""
+        self._started = False
+        self._calls: dict[int, int] = {}  # choice index -> calls seen
+        self._open: set[int] = set()  # choices started and not finished
+        self._finished: set[int] = set()
+        self._usage: dict[str, Any] = {}
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if not event.data.strip():
+            return []
+        chunk = orjson.loads(event.data)
+        if "error" in chunk:
+            raise stream_error(chunk["error"])
+        events: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            self._id = chunk.get("responseId") or new_id()
+            model = chunk.get("modelVersion") or self._model
+            events.append(StreamStart(id=self._id, model=model, created=int(time.time())))
+        for candidate in chunk.get("candidates") or ():
+            index = candidate.get("index", 0)
+            if index in self._finished:
+                continue  # one Finish per choice: nothing may follow it
+            self._open.add(index)
+            for kind, value in _response_parts((candidate.get("content") or {}).get("parts")):
+                if kind != "part":  # images and files have no canonical stream delta
+                    events.append(self._event(kind, value, index))
+            reason = candidate.get("finishReason")
+            if reason:
+                events.append(Finish(reason=decode_finish(reason, index in self._calls) or "stop", index=index))
+                self._open.discard(index)
+                self._finished.add(index)
+        if not chunk.get("candidates") and (chunk.get("promptFeedback") or {}).get("blockReason"):
+            if 0 not in self._finished:
+                self._finished.add(0)
+                events.append(Finish(reason="content_filter"))
+        if isinstance(chunk.get("usageMetadata"), dict):
+            self._usage.update(chunk["usageMetadata"])
+        return events
+
+    def _event(self, kind: str, value: Any, index: int) -> StreamEvent:
+        if kind == "call":
+            name, arguments, call_id, signature = value
+            tool_index = self._calls.get(index, 0)
+            self._calls[index] = tool_index + 1
+            call_id = call_id or _call_id(self._id, sum(self._calls.values()) - 1)
+            return ToolCallDelta(
+                tool_index=tool_index, id=call_id, name=name, arguments=arguments, signature=signature, index=index
+            )
+        if kind == "thought":
+            return ReasoningDelta(text=value[0], signature=value[1], index=index)
+        if kind == "signature":
+            return ReasoningDelta(signature=value, index=index)
+        return TextDelta(text=value, index=index)
+
+    def finish(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = [
+            Finish(reason="tool_calls" if i in self._calls else "stop", index=i) for i in sorted(self._open)
+        ]
+        self._open.clear()
+        usage = decode_usage(self._usage) if self._usage else None
+        if usage is not None:
+            events.append(UsageEvent(usage=usage))
+        return events
+
+
+class StreamEncoder:
+    """Canonical stream events -> Gemini stream frames: `data: <json>\\r\\n\\r\\n` as Google frames
+    SSE, or with `json_array=True` the plain streamGenerateContent form (`[`, `,`-separated, `]`).
+
+    Tool calls are buffered until complete (Gemini sends each whole); finish reasons and usage are
+    held back so the last frame carries them, as Gemini's does."""
+
+    def __init__(self, model: str | None = None, *, json_array: bool = False) -> None:
+        self._model_override = model
+        self._model = model or ""
+        self._id = ""
+        self._json_array = json_array
+        self._frames = 0
+        self._calls: dict[int, dict[int, dict[str, Any]]] = {}  # choice -> tool index -> call so far
+        self._finished: dict[int, FinishReason] = {}
+        self._usage: Usage | None = None
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, StreamStart):
+            self._id, self._model = event.id, self._model_override or event.model
+            return b""
+        if isinstance(event, UsageEvent):
+            self._usage = event.usage
+            return b""
+        if isinstance(event, Finish):
+            self._finished[event.index] = event.reason
+            return b""
+        if isinstance(event, ToolCallDelta):
+            calls = self._calls.setdefault(event.index, {})
+            out = self._flush(event.index, keep=event.tool_index)
+            call = calls.setdefault(event.tool_index, {"id": None, "name": "", "arguments": [], "signature": None})
+            call["id"] = event.id or call["id"]
+            call["name"] = event.name or call["name"]
+            call["signature"] = event.signature or call["signature"]
+            call["arguments"].append(event.arguments)
+            return out
+        if isinstance(event, TextDelta):
+            part: dict[str, Any] = {"text": event.text}
+        elif isinstance(event, ReasoningDelta) and (event.text or event.signature):
+            part = _thought_part(event.text, event.signature)
+        else:
+            return b""
+        return self._flush(event.index) + self._frame([self._candidate(event.index, [part])])
+
+    def _flush(self, index: int, keep: int | None = None) -> bytes:
+        """Frames for the buffered calls of choice `index`, except the one still growing (`keep`)."""
+        parts = self._call_parts(index, keep)
+        return self._frame([self._candidate(index, parts)]) if parts else b""
+
+    def _call_parts(self, index: int, keep: int | None = None) -> list[dict[str, Any]]:
+        calls = self._calls.get(index) or {}
+        done = [tool_index for tool_index in sorted(calls) if tool_index != keep]
+        parts = []
+        for tool_index in done:
+            call = calls.pop(tool_index)
+            parts.append(_function_call_part(call["id"], call["name"], "".join(call["arguments"]), call["signature"]))
+        return parts
+
+    def _candidate(self, index: int, parts: list[dict[str, Any]], finish: str | None = None) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
+        if finish:
+            candidate["finishReason"] = finish
+        candidate["index"] = index
+        return candidate
+
+    def _frame(self, candidates: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
+        body: dict[str, Any] = {"candidates": candidates}
+        if usage is not None:
+            body["usageMetadata"] = encode_usage(usage)
+        body["modelVersion"] = self._model
+        body["responseId"] = self._id
+        data = orjson.dumps(body)
+        self._frames += 1
+        if not self._json_array:
+            return b"data: " + data + b"\r\n\r\n"
+        return (b"[" if self._frames == 1 else b"\n,\r\n") + data
+
+    def finish(self) -> bytes:
+        candidates = []
+        for index in sorted(set(self._finished) | {i for i, calls in self._calls.items() if calls}):
+            parts = self._call_parts(index) or [{"text": ""}]
+            reason = FINISH_REASONS_OUT[self._finished.get(index, "stop")]
+            candidates.append(self._candidate(index, parts, reason))
+        out = self._frame(candidates or [self._candidate(0, [{"text": ""}], "STOP")], self._usage or Usage())
+        return out + b"\n]" if self._json_array else out
+
+
+# --- embeddings ------------------------------------------------------------------------------------
+
+
+def encode_embeddings_request(request: EmbeddingsRequest, model: str) -> dict[str, Any]:
+    """EmbeddingsRequest -> a batchEmbedContents body (one request per input)."""
+    extra = request.extra if request.extra_wire == WIRE else {}
+    name = model_path(model)
+    requests = []
+    for text in request.inputs:
+        item: dict[str, Any] = {"model": name, "content": {"parts": [{"text": text}]}, **extra}
+        if request.dimensions is not None:
+            item["outputDimensionality"] = request.dimensions
+        requests.append(item)
+    return {"requests": requests}
+
+
+def decode_embeddings_response(data: dict[str, Any]) -> list[list[float]]:
+    """batchEmbedContents (`embeddings`) or embedContent (`embedding`) response -> vectors."""
+    if isinstance(data.get("embeddings"), list):
+        return [e["values"] for e in data["embeddings"]]
+    if isinstance(data.get("embedding"), dict):
+        return [data["embedding"]["values"]]
+    raise ValueError("the response holds no embeddings")
+
+
+def _embed_item(item: Any, where: str) -> tuple[str, int | None, dict[str, Any]]:
+    if not isinstance(item, dict):
+        raise invalid(f"Invalid type for '{where or 'body'}': expected an object.", where or None)
+    prefix = f"{where}." if where else ""
+    content = item.get("content")
+    if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+        raise invalid(f"Missing required parameter: '{prefix}content.parts'.", f"{prefix}content.parts")
+    texts = []
+    for j, part in enumerate(content["parts"]):
+        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
+            at = f"{prefix}content.parts[{j}]"
+            raise invalid(f"Only text parts can be embedded through this endpoint ('{at}').", at)
+        texts.append(part["text"])
+    dimensions = _get(item, "outputDimensionality")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
+        at = f"{prefix}outputDimensionality"
+        raise invalid(f"Invalid type for '{at}': expected an integer.", at)
+    return "\n".join(texts), dimensions, _rest(item, ("content", "outputDimensionality", "model"))
+
+
+def decode_embed_content_request(body: Any, model: str) -> EmbeddingsRequest:
+    """A client's embedContent body -> EmbeddingsRequest (taskType, title, ... kept as extra)."""
+    text, dimensions, extra = _embed_item(body, "")
+    return EmbeddingsRequest(model=model, inputs=[text], dimensions=dimensions, extra=extra, extra_wire=WIRE)
+
+
+def decode_batch_embed_contents_request(body: Any, model: str) -> EmbeddingsRequest:
+    """A client's batchEmbedContents body -> EmbeddingsRequest. The requests must share their options."""
+    requests = _get(body, "requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list) or not requests:
+        raise invalid("Missing required parameter: 'requests' (a non-empty array).", "requests")
+    items = [_embed_item(r, f"requests[{i}]") for i, r in enumerate(requests)]
+    for i, (_, dimensions, extra) in enumerate(items):
+        if dimensions != items[0][1] or extra != items[0][2]:
+            raise invalid(f"'requests[{i}]' must use the same options as 'requests[0]'.", f"requests[{i}]")
+    return EmbeddingsRequest(
+        model=model, inputs=[text for text, _, _ in items], dimensions=items[0][1], extra=items[0][2], extra_wire=WIRE
+    )
+
+
+def encode_embed_content_response(response: EmbeddingsResponse) -> dict[str, Any]:
+    return {"embedding": {"values": response.vectors[0] if response.vectors else []}}
+
+
+def encode_batch_embed_contents_response(response: EmbeddingsResponse) -> dict[str, Any]:
+    return {"embeddings": [{"values": vector} for vector in response.vectors]}
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+_ERROR_STATUSES = {
+    ErrorKind.INVALID_REQUEST: "INVALID_ARGUMENT",
+    ErrorKind.AUTHENTICATION: "UNAUTHENTICATED",
+    ErrorKind.PERMISSION: "PERMISSION_DENIED",
+    ErrorKind.NOT_FOUND: "NOT_FOUND",
+    ErrorKind.REQUEST_TOO_LARGE: "INVALID_ARGUMENT",
+    ErrorKind.RATE_LIMIT: "RESOURCE_EXHAUSTED",
+    ErrorKind.UPSTREAM_ERROR: "INTERNAL",
+    ErrorKind.UPSTREAM_UNAVAILABLE: "UNAVAILABLE",
+    ErrorKind.UPSTREAM_TIMEOUT: "DEADLINE_EXCEEDED",
+    ErrorKind.OVERLOADED: "UNAVAILABLE",
+    ErrorKind.INTERNAL: "INTERNAL",
+}
+
+
+def error_status(error: GatewayError) -> int:
+    # Google answers "overloaded" with 503 UNAVAILABLE, which its SDKs retry; 529 is Anthropic's.
+    return 503 if error.status == 529 else error.status
+
+
+def encode_error(error: GatewayError) -> dict[str, Any]:
+    return {"error": {"code": error_status(error), "message": error.message, "status": _ERROR_STATUSES[error.kind]}}
