@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from aigw.config import Settings
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import Receive, Request, Scope, Send, send_body
-from aigw.http.upstream import AiohttpUpstreamClient, UpstreamClient
+from aigw.http.pool import PooledUpstreamClient
+from aigw.http.upstream import UpstreamClient
 from aigw.policies.auth import Authenticator
 from aigw.routing import Router
 from aigw.store import Store
@@ -45,7 +46,7 @@ class Gateway:
 
     async def startup(self) -> None:
         if self._client is None:
-            self._client = AiohttpUpstreamClient()
+            self._client = PooledUpstreamClient()
         self.router = Router(self.settings, self._client)
         await self.auth.start()
 

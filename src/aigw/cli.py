@@ -61,6 +61,8 @@ def serve(config: Path | None, host: str | None, port: int | None) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # aigw does not use the client address; skip the per-request rewrite
+        server_header=False,
         log_level="warning",
         timeout_graceful_shutdown=10,
     )

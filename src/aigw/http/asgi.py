@@ -102,27 +102,26 @@ class EventStream:
 
 
 async def run_cancellable(receive: Receive, work: Awaitable[None]) -> None:
-    """Run `work` (which streams a response) until done, or until the client disconnects: then
-    cancel it, which closes the upstream connection too. The body has been read before this runs,
-    so the next ASGI message can only be the disconnect."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    """Await `work` (which streams a response) in this task while a watcher waits for the client to
+    disconnect; if it does, this task is cancelled, which closes the upstream connection too. The
+    request body has been read before this runs, so the next ASGI message can only be the disconnect."""
+    task = asyncio.current_task()
+    assert task is not None
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await work
+    except asyncio.CancelledError:
+        if not disconnected:
+            raise
+        task.uncancel()  # the cancellation was ours, for a client that left: nothing more to do
     finally:
-        if not task.done():
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
         watcher.cancel()
-    if task.done() and not task.cancelled():
-        task.result()  # re-raise what the stream raised
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return

@@ -16,7 +16,7 @@ import orjson
 from aigw.canonical import StreamEvent
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.asgi import JSON_HEADERS, EventStream, Request, Send, header_list, run_cancellable, send_body
-from aigw.http.sse import SSEParser, sse_frame
+from aigw.http.sse import sse_frame
 from aigw.http.upstream import UpstreamResponse
 from aigw.policies.auth import Principal
 from aigw.providers.openai import OpenAIProvider
@@ -114,15 +114,15 @@ class OpenAISurface:
 
 
 async def _relay_stream(upstream: UpstreamResponse, out: EventStream, include_usage: bool) -> None:
-    """Relay an OpenAI-wire stream event by event, as each arrives. The gateway always asks the
-    upstream for usage; a client that did not ask does not get the usage-only chunk."""
-    parser = SSEParser()
+    """Relay an OpenAI-wire stream as it arrives, byte for byte, cut only at event boundaries.
+    The gateway always asks the upstream for usage; a client that did not ask for it does not get
+    the usage-only chunk."""
+    relay = OpenAIStreamRelay(include_usage)
     await out.start()
     try:
         async for chunk in upstream.iter_chunks():
-            frames = [sse_frame(e.data) for e in parser.feed(chunk) if include_usage or not _is_usage_only(e.data)]
-            if frames:
-                await out.write(b"".join(frames))
+            await out.write(relay.feed(chunk))
+        await out.write(relay.flush())
     except GatewayError as error:
         await out.write(sse_frame(orjson.dumps(openai_chat.encode_error(error))))
     finally:
@@ -130,8 +130,37 @@ async def _relay_stream(upstream: UpstreamResponse, out: EventStream, include_us
     await out.close()
 
 
-def _is_usage_only(data: bytes) -> bool:
-    return b'"usage"' in data and b'"choices":[]' in data.replace(b" ", b"")
+class OpenAIStreamRelay:
+    """Passes complete SSE events through untouched. Work per chunk is a couple of byte searches;
+    events are only looked at one by one in the rare chunk that carries usage."""
+
+    __slots__ = ("include_usage", "_pending")
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:  # CRLF framing: normalise so events split on blank lines
+            data = data.replace(b"\r\n", b"\n")
+        cut = data.rfind(b"\n\n") + 2
+        if cut < 2:
+            self._pending = data
+            return b""
+        ready, self._pending = data[:cut], data[cut:]
+        if b'"usage"' in ready and not self.include_usage:
+            events = ready.split(b"\n\n")
+            ready = b"".join(e + b"\n\n" for e in events if e and not _is_usage_only(e))
+        return ready
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return self.feed(rest + b"\n\n") if rest.strip() else b""
+
+
+def _is_usage_only(event: bytes) -> bool:
+    return b'"usage"' in event and b'"choices":[]' in event.replace(b" ", b"")
 
 
 async def _encode_stream(
