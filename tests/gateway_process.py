@@ -59,8 +59,9 @@ def start_gateway(config: str | None = None, env: dict[str, str] | None = None, 
         config_path.write_text(config)
         args += ["--config", str(config_path)]
         full_env["AIGW_CONFIG"] = str(config_path)
-    log = open(data_dir / "gateway.log", "wb")
-    process = subprocess.Popen(args, env=full_env, stdout=subprocess.PIPE, stderr=log)
+    # stdout to a file: it holds the admin token on a first start, and nothing otherwise.
+    with open(data_dir / "gateway.log", "wb") as log, open(data_dir / "stdout.txt", "wb") as out:
+        process = subprocess.Popen(args, env=full_env, stdout=out, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:
@@ -74,7 +75,7 @@ def start_gateway(config: str | None = None, env: dict[str, str] | None = None, 
                 process.kill()
                 raise RuntimeError(f"aigw did not start:\n{(data_dir / 'gateway.log').read_text()}") from None
             time.sleep(0.05)
-    admin_token = process.stdout.readline().decode().strip() if process.stdout else ""
+    admin_token = (data_dir / "stdout.txt").read_text().strip()
     return GatewayProcess(url=url, admin_token=admin_token, process=process, data_dir=data_dir, env=full_env)
 
 

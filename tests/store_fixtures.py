@@ -55,7 +55,17 @@ def _drop_database(name: str) -> None:
 def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     if request.param == "sqlite":
         return resolve_database_url(None, tmp_path / "data")  # type: ignore[operator]
-    database = _session_database(request.config)
+    return _fresh_schema_url(request.config)
+
+
+@pytest.fixture
+def postgres_database(request: pytest.FixtureRequest) -> str:
+    """A PostgreSQL URL with a schema of its own, for gateway processes to share."""
+    return _fresh_schema_url(request.config)
+
+
+def _fresh_schema_url(config: pytest.Config) -> str:
+    database = _session_database(config)
     schema = f"t_{secrets.token_hex(5)}"
     with psycopg.connect(database, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
