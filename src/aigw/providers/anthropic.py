@@ -8,14 +8,12 @@ import orjson
 
 from aigw.canonical import ChatRequest, ChatResponse
 from aigw.config import DestinationConfig
-from aigw.http.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
-from aigw.providers.base import HttpProvider, StreamDecoder
+from aigw.http.upstream import UpstreamClient, UpstreamRequest
+from aigw.providers.base import HttpProvider, StreamDecoder, with_client_headers
 from aigw.wire import anthropic
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-# Headers a client may not set on a forwarded request: the gateway's own credentials and framing.
-_RESERVED_HEADERS = frozenset({"x-api-key", "authorization", "content-type", "content-length", "host"})
 
 
 class AnthropicProvider(HttpProvider):
@@ -59,14 +57,7 @@ class AnthropicProvider(HttpProvider):
             body["stream"] = True
         else:
             body.pop("stream", None)
-        merged = self._headers
-        if headers:
-            extra = {k.lower(): v for k, v in headers.items() if k.lower() not in _RESERVED_HEADERS}
-            merged = {**self._headers, **extra}
-        return UpstreamRequest("POST", self._url, merged, orjson.dumps(body))
-
-    async def forward(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamResponse:
-        return await self._send(self.forward_request(body, stream, headers))
+        return UpstreamRequest("POST", self._url, with_client_headers(self._headers, headers), orjson.dumps(body))
 
     def error_message(self, body: bytes) -> str | None:
         """Anthropic's error body is {"type": "error", "error": {"type": ..., "message": ...}}:

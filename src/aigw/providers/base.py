@@ -37,6 +37,7 @@ class Provider:
 
     kind: ClassVar[str]  # registry name, e.g. "openai"
     chat_wire: ClassVar[str | None] = None  # wire format of its chat API, for pass-through
+    embeddings_wire: ClassVar[str | None] = None  # wire format of its embeddings API, likewise
     tasks: ClassVar[frozenset[str]] = frozenset({"chat"})
 
     def __init__(self, destination: DestinationConfig, client: UpstreamClient) -> None:
@@ -61,9 +62,14 @@ class Provider:
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         raise GatewayError(ErrorKind.INVALID_REQUEST, f"Destination '{self.label}' does not serve embeddings.")
 
-    async def forward(self, body: dict[str, Any], stream: bool) -> UpstreamResponse:
-        """Pass-through: send a body already in `chat_wire` format; return the raw upstream response
-        (status checked: errors raise GatewayError)."""
+    async def forward(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamResponse:
+        """Pass-through: send a body already in `chat_wire` format, with the client's vendor headers
+        worth keeping (`anthropic-beta`, ...); return the raw upstream response (status checked:
+        errors raise GatewayError)."""
+        raise NotImplementedError
+
+    async def forward_embeddings(self, body: dict[str, Any]) -> UpstreamResponse:
+        """Pass-through for a body already in `embeddings_wire` format."""
         raise NotImplementedError
 
 
@@ -81,7 +87,10 @@ class HttpProvider(Provider):
     def stream_decoder(self) -> StreamDecoder:
         raise NotImplementedError
 
-    def forward_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+    def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def forward_embeddings_request(self, body: dict[str, Any]) -> UpstreamRequest:
         raise NotImplementedError
 
     def embeddings_request(self, request: EmbeddingsRequest) -> UpstreamRequest:
@@ -141,8 +150,11 @@ class HttpProvider(Provider):
         finally:
             response.close()
 
-    async def forward(self, body: dict[str, Any], stream: bool) -> UpstreamResponse:
-        return await self._send(self.forward_request(body, stream))
+    async def forward(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamResponse:
+        return await self._send(self.forward_request(body, stream, headers))
+
+    async def forward_embeddings(self, body: dict[str, Any]) -> UpstreamResponse:
+        return await self._send(self.forward_embeddings_request(body))
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         if "embeddings" not in self.tasks:
@@ -209,5 +221,14 @@ class HttpProvider(Provider):
         )
 
 
-def json_body(data: Any) -> bytes:
-    return orjson.dumps(data)
+# Headers a client may never set on a forwarded request: the gateway's credentials and the framing.
+RESERVED_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "content-type", "content-length", "host", "transfer-encoding"}
+)
+
+
+def with_client_headers(own: dict[str, str], client: dict[str, str] | None) -> dict[str, str]:
+    """The provider's headers plus the client's vendor headers, never replacing credentials."""
+    if not client:
+        return own
+    return {**own, **{k.lower(): v for k, v in client.items() if k.lower() not in RESERVED_HEADERS}}

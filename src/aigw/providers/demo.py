@@ -33,16 +33,12 @@ from aigw.canonical import (
     ToolCallDelta,
     Usage,
     UsageEvent,
+    estimate_tokens,
 )
 from aigw.providers.base import Provider
 
 DEMO_MODEL = "aigw-demo-1"
 EMBEDDING_DIMENSIONS = 16
-
-
-def estimate_tokens(text: str) -> int:
-    """The gateway's estimate where a provider reports no usage: about four characters a token."""
-    return (len(text) + 1) // 4
 
 
 class DemoProvider(Provider):

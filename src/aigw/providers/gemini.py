@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 
-from aigw.canonical import ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, Usage
+from aigw.canonical import ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, Usage, estimate_tokens
 from aigw.config import DestinationConfig
 from aigw.errors import GatewayError
 from aigw.http.upstream import UpstreamClient, UpstreamRequest
-from aigw.providers.base import HttpProvider, StreamDecoder, json_body
+from aigw.providers.base import HttpProvider, StreamDecoder, with_client_headers
 from aigw.wire import gemini
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -45,9 +45,11 @@ class GeminiProvider(HttpProvider):
             return "api_key", "required for provider 'gemini' (a Gemini API key from Google AI Studio)"
         return problem
 
-    def _request(self, method: str, body: dict[str, Any], stream: bool = False) -> UpstreamRequest:
+    def _request(
+        self, method: str, body: dict[str, Any], stream: bool = False, headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
         url = f"{self._model_url}:{method}" + ("?alt=sse" if stream else "")
-        return UpstreamRequest("POST", url, dict(self._headers), json_body(body))
+        return UpstreamRequest("POST", url, with_client_headers(self._headers, headers), orjson.dumps(body))
 
     # --- chat --------------------------------------------------------------------------------------
 
@@ -66,9 +68,9 @@ class GeminiProvider(HttpProvider):
     def stream_decoder(self) -> StreamDecoder:
         return gemini.StreamDecoder(model=self.destination.model)
 
-    def forward_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+    def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
         """Pass-through: the client's Gemini body as is; the model is in the URL, not the body."""
-        return self._request("streamGenerateContent" if stream else "generateContent", body, stream)
+        return self._request("streamGenerateContent" if stream else "generateContent", body, stream, headers)
 
     # --- embeddings --------------------------------------------------------------------------------
 
@@ -79,8 +81,8 @@ class GeminiProvider(HttpProvider):
         vectors = gemini.decode_embeddings_response(orjson.loads(body))
         if len(vectors) != len(request.inputs):
             raise ValueError(f"{len(vectors)} embeddings for {len(request.inputs)} inputs")
-        # Gemini reports no usage for embeddings: estimate ~4 characters a token.
-        tokens = sum((len(text) + 1) // 4 for text in request.inputs)
+        # Gemini reports no usage for embeddings: estimate it.
+        tokens = sum(estimate_tokens(text) for text in request.inputs)
         return EmbeddingsResponse(model=self.destination.model, vectors=vectors, usage=Usage(input_tokens=tokens))
 
     # --- errors ------------------------------------------------------------------------------------

@@ -11,13 +11,14 @@ import orjson
 from aigw.canonical import ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse
 from aigw.config import DestinationConfig
 from aigw.http.upstream import UpstreamRequest
-from aigw.providers.base import HttpProvider, StreamDecoder
+from aigw.providers.base import HttpProvider, StreamDecoder, with_client_headers
 from aigw.wire import openai_chat, openai_embeddings
 
 
 class OpenAIProvider(HttpProvider):
     kind = "openai"
     chat_wire = openai_chat.WIRE
+    embeddings_wire = openai_embeddings.WIRE
     tasks = frozenset({"chat", "embeddings"})
     default_base_url: str | None = "https://api.openai.com/v1"
     requires_key = True
@@ -54,14 +55,14 @@ class OpenAIProvider(HttpProvider):
     def stream_decoder(self) -> StreamDecoder:
         return openai_chat.StreamDecoder()
 
-    def forward_request(self, body: dict[str, Any], stream: bool) -> UpstreamRequest:
+    def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
         body["model"] = self.destination.model
         if stream:
             # The gateway needs usage to count tokens; clients that did not ask for it get the
             # usage chunk stripped from the relayed stream.
             options = body.get("stream_options")
             body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-        return UpstreamRequest("POST", self._chat_url, self._headers, orjson.dumps(body))
+        return UpstreamRequest("POST", self._chat_url, with_client_headers(self._headers, headers), orjson.dumps(body))
 
     def forward_embeddings_request(self, body: dict[str, Any]) -> UpstreamRequest:
         body["model"] = self.destination.model

@@ -19,7 +19,6 @@ from aigw.http.asgi import JSON_HEADERS, EventStream, Request, Send, header_list
 from aigw.http.sse import sse_frame
 from aigw.http.upstream import UpstreamResponse
 from aigw.policies.auth import Principal
-from aigw.providers.openai import OpenAIProvider
 from aigw.wire import openai_chat, openai_embeddings
 
 if TYPE_CHECKING:
@@ -84,8 +83,8 @@ class OpenAISurface:
         openai_embeddings.validate_request(body)
         endpoint = self.gateway.router.endpoint(body["model"], "embeddings")
         provider = endpoint.destination()
-        if isinstance(provider, OpenAIProvider):
-            upstream = await provider._send(provider.forward_embeddings_request(body))
+        if provider.embeddings_wire == openai_embeddings.WIRE:
+            upstream = await provider.forward_embeddings(body)
             await send_body(send, 200, await upstream.read())
             return
         canonical = openai_embeddings.decode_request(body)
