@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from aigw.config import Settings
 from aigw.errors import ErrorKind, GatewayError
@@ -18,12 +17,10 @@ from aigw.http.upstream import UpstreamClient
 from aigw.policies.auth import Authenticator
 from aigw.routing import Router
 from aigw.store import Store
+from aigw.surfaces.common import ErrorRenderer, Handler
 from aigw.surfaces.openai import OpenAISurface, unknown_route
 
 log = logging.getLogger("aigw")
-
-Handler = Callable[[Request, Send], Awaitable[None]]
-ErrorRenderer = Callable[[GatewayError], tuple[int, bytes, list[tuple[bytes, bytes]]]]
 
 
 class Gateway:
@@ -33,14 +30,16 @@ class Gateway:
         self._client = client
         self.auth = Authenticator(store, refresh_seconds=settings.server.token_refresh_seconds)
         self.router: Router | None = None
-        openai = OpenAISurface(self)
-        # (method, path) -> (handler, the surface's error renderer)
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
-        for prefix in ("/mlflow/v1",):
-            self.routes[("POST", prefix + "/chat/completions")] = (openai.chat_completions, openai.error_response)
-            self.routes[("POST", prefix + "/embeddings")] = (openai.embeddings, openai.error_response)
-            self.routes[("GET", prefix + "/models")] = (openai.models, openai.error_response)
-        self._fallback_renderer: ErrorRenderer = openai.error_response
+        self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
+        surfaces = [OpenAISurface(self)]
+        for surface in surfaces:
+            for method, path, handler in surface.routes():
+                if path.endswith("/*"):
+                    self.prefix_routes.append((method, path[:-1], handler, surface.error_response))
+                else:
+                    self.routes[(method, path)] = (handler, surface.error_response)
+        self._fallback_renderer: ErrorRenderer = surfaces[0].error_response  # unknown paths: OpenAI's shape
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -71,7 +70,7 @@ class Gateway:
         if path == "/health":
             await send_body(send, 200, b'{"status":"ok"}')
             return
-        route = self.routes.get((request.method, path.rstrip("/") or "/"))
+        route = self.routes.get((request.method, path.rstrip("/") or "/")) or self._prefix_route(request.method, path)
         if route is None:
             await self._send_error(send, self._fallback_renderer, unknown_route(request))
             return
@@ -83,6 +82,12 @@ class Gateway:
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
             await self._send_error(send, render_error, GatewayError(ErrorKind.INTERNAL, "Internal gateway error."))
+
+    def _prefix_route(self, method: str, path: str) -> tuple[Handler, ErrorRenderer] | None:
+        for route_method, prefix, handler, render in self.prefix_routes:
+            if route_method == method and path.startswith(prefix):
+                return handler, render
+        return None
 
     @staticmethod
     async def _send_error(send: Send, render: ErrorRenderer, error: GatewayError) -> None:

@@ -56,7 +56,7 @@ class OpenAIProvider(HttpProvider):
         return openai_chat.StreamDecoder()
 
     def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
-        body["model"] = self.destination.model
+        body = {**body, "model": self.destination.model}  # the client's dict stays as it sent it
         if stream:
             # The gateway needs usage to count tokens; clients that did not ask for it get the
             # usage chunk stripped from the relayed stream.
@@ -65,7 +65,7 @@ class OpenAIProvider(HttpProvider):
         return UpstreamRequest("POST", self._chat_url, with_client_headers(self._headers, headers), orjson.dumps(body))
 
     def forward_embeddings_request(self, body: dict[str, Any]) -> UpstreamRequest:
-        body["model"] = self.destination.model
+        body = {**body, "model": self.destination.model}
         return UpstreamRequest("POST", self._embeddings_url, self._headers, orjson.dumps(body))
 
     def embeddings_request(self, request: EmbeddingsRequest) -> UpstreamRequest:

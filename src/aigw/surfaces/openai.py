@@ -1,88 +1,73 @@
-"""The OpenAI-shaped surface: chat completions, embeddings and models, as the unified API
-(`/mlflow/v1/...`) serves them to any client of OpenAI's wire format, whatever provider is behind.
-
-Same wire format behind (OpenAI, Azure, OpenAI-compatible): the body is passed through with only
-`model` changed, and the stream relayed event by event. Otherwise: decode to the canonical model, let
-the provider translate, encode the answer back.
+"""The OpenAI-shaped surface: chat completions, embeddings and models. Served as the unified API
+(`/mlflow/v1`) and as OpenAI's native API (`/openai/v1`, with `/cursor/v1` as an alias for Cursor),
+to any client of OpenAI's wire format, whatever provider is behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
-from aigw.canonical import StreamEvent
-from aigw.errors import ErrorKind, GatewayError, invalid
-from aigw.http.asgi import JSON_HEADERS, EventStream, Request, Send, header_list, run_cancellable, send_body
+from aigw.canonical import ChatRequest, ChatResponse
+from aigw.errors import ErrorKind, GatewayError
+from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
 from aigw.http.sse import sse_frame
-from aigw.http.upstream import UpstreamResponse
-from aigw.policies.auth import Principal
+from aigw.surfaces.common import Handler, Surface, json_error, request_tags, serve_chat
 from aigw.wire import openai_chat, openai_embeddings
 
-if TYPE_CHECKING:
-    from aigw.app import Gateway
+PREFIXES = ("/mlflow/v1", "/openai/v1", "/cursor/v1")
 
 
-def parse_json(body: bytes) -> Any:
-    if not body:
-        raise invalid("The request body is empty; expected a JSON object.")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"The request body is not valid JSON: {exc}.") from None
+class OpenAIChatCodec:
+    wire = openai_chat.WIRE
+    stream_headers = SSE_HEADERS
+
+    def decode_request(self, body: Any) -> ChatRequest:
+        return openai_chat.decode_request(body)
+
+    def encode_response(self, response: ChatResponse) -> bytes:
+        return orjson.dumps(openai_chat.encode_response(response))
+
+    def stream_encoder(self, request: ChatRequest) -> openai_chat.StreamEncoder:
+        return openai_chat.StreamEncoder(request.include_usage)
+
+    def stream_relay(self, body: dict[str, Any]) -> OpenAIStreamRelay:
+        return OpenAIStreamRelay(bool((body.get("stream_options") or {}).get("include_usage")))
+
+    def stream_error(self, error: GatewayError) -> bytes:
+        return sse_frame(orjson.dumps(openai_chat.encode_error(error)))  # as OpenAI reports it in-band
 
 
-class OpenAISurface:
-    """Handlers for OpenAI-shaped routes. Every handler authenticates first, then works."""
+class OpenAISurface(Surface):
+    codec = OpenAIChatCodec()
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def routes(self) -> Iterable[tuple[str, str, Handler]]:
+        for prefix in PREFIXES:
+            yield "POST", prefix + "/chat/completions", self.chat_completions
+            yield "POST", prefix + "/embeddings", self.embeddings
+            yield "GET", prefix + "/models", self.models
 
-    async def _authenticate(self, request: Request) -> Principal:
-        return await self.gateway.auth.authenticate(request.headers, request.query)
-
-    async def _json_body(self, request: Request) -> Any:
-        return parse_json(await request.body(self.gateway.settings.server.max_request_bytes))
-
-    # --- chat completions --------------------------------------------------------------------------
+    def error_response(self, error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        return json_error(openai_chat.error_status(error), openai_chat.encode_error(error), error)
 
     async def chat_completions(self, request: Request, send: Send) -> None:
-        await self._authenticate(request)
-        body = await self._json_body(request)
+        await self.authenticate(request)
+        request_tags(request)
+        body = await self.json_body(request)
         openai_chat.validate_request(body)
-        endpoint = self.gateway.router.endpoint(body["model"], "chat")
-        provider = endpoint.destination()
-        stream = body.get("stream") is True
-        if provider.chat_wire == openai_chat.WIRE:
-            if stream:
-                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                upstream = await provider.forward(body, stream=True)
-                await run_cancellable(request.receive, _relay_stream(upstream, EventStream(send), include_usage))
-            else:
-                upstream = await provider.forward(body, stream=False)
-                await send_body(send, 200, await upstream.read())
-            return
-
-        canonical = openai_chat.decode_request(body)
-        if stream:
-            events = provider.stream_chat(canonical).__aiter__()
-            first = await events.__anext__()  # the upstream call: errors here are still plain JSON
-            encoder = openai_chat.StreamEncoder(canonical.include_usage)
-            await run_cancellable(request.receive, _encode_stream(first, events, encoder, EventStream(send)))
-        else:
-            response = await provider.chat(canonical)
-            await send_body(send, 200, orjson.dumps(openai_chat.encode_response(response)))
-
-    # --- embeddings --------------------------------------------------------------------------------
+        provider = self.gateway.router.endpoint(body["model"], "chat").destination()
+        # The stream's usage chunk is filtered per client by the relay; the flag itself is re-set
+        # upstream by the provider, so the gateway always sees usage.
+        await serve_chat(request, send, provider, body, self.codec, body.get("stream") is True)
 
     async def embeddings(self, request: Request, send: Send) -> None:
-        await self._authenticate(request)
-        body = await self._json_body(request)
+        await self.authenticate(request)
+        request_tags(request)
+        body = await self.json_body(request)
         openai_embeddings.validate_request(body)
-        endpoint = self.gateway.router.endpoint(body["model"], "embeddings")
-        provider = endpoint.destination()
+        provider = self.gateway.router.endpoint(body["model"], "embeddings").destination()
         if provider.embeddings_wire == openai_embeddings.WIRE:
             upstream = await provider.forward_embeddings(body)
             await send_body(send, 200, await upstream.read())
@@ -91,47 +76,19 @@ class OpenAISurface:
         response = await provider.embed(canonical)
         await send_body(send, 200, orjson.dumps(openai_embeddings.encode_response(response, canonical.encoding_format)))
 
-    # --- models ------------------------------------------------------------------------------------
-
     async def models(self, request: Request, send: Send) -> None:
-        await self._authenticate(request)
+        await self.authenticate(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "aigw"}
             for name in sorted(self.gateway.router.endpoints)
         ]
         await send_body(send, 200, orjson.dumps({"object": "list", "data": data}))
 
-    # --- errors ------------------------------------------------------------------------------------
-
-    @staticmethod
-    def error_response(error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        return (
-            openai_chat.error_status(error),
-            orjson.dumps(openai_chat.encode_error(error)),
-            JSON_HEADERS + header_list(error.headers),
-        )
-
-
-async def _relay_stream(upstream: UpstreamResponse, out: EventStream, include_usage: bool) -> None:
-    """Relay an OpenAI-wire stream as it arrives, byte for byte, cut only at event boundaries.
-    The gateway always asks the upstream for usage; a client that did not ask for it does not get
-    the usage-only chunk."""
-    relay = OpenAIStreamRelay(include_usage)
-    await out.start()
-    try:
-        async for chunk in upstream.iter_chunks():
-            await out.write(relay.feed(chunk))
-        await out.write(relay.flush())
-    except GatewayError as error:
-        await out.write(sse_frame(orjson.dumps(openai_chat.encode_error(error))))
-    finally:
-        upstream.close()
-    await out.close()
-
 
 class OpenAIStreamRelay:
     """Passes complete SSE events through untouched. Work per chunk is a couple of byte searches;
-    events are only looked at one by one in the rare chunk that carries usage."""
+    events are only looked at one by one in the rare chunk that carries usage. The gateway always
+    asks the upstream for usage; a client that did not ask does not get the usage-only chunk."""
 
     __slots__ = ("include_usage", "_pending")
 
@@ -160,21 +117,6 @@ class OpenAIStreamRelay:
 
 def _is_usage_only(event: bytes) -> bool:
     return b'"usage"' in event and b'"choices":[]' in event.replace(b" ", b"")
-
-
-async def _encode_stream(
-    first: StreamEvent, events: AsyncIterator[StreamEvent], encoder: openai_chat.StreamEncoder, out: EventStream
-) -> None:
-    await out.start()
-    try:
-        await out.write(encoder.encode(first))
-        async for event in events:
-            await out.write(encoder.encode(event))
-        await out.write(encoder.finish())
-    except GatewayError as error:
-        # Headers are gone: report in-band, as OpenAI does, and end the stream.
-        await out.write(sse_frame(orjson.dumps(openai_chat.encode_error(error))))
-    await out.close()
 
 
 def unknown_route(request: Request) -> GatewayError:
