@@ -597,14 +597,14 @@ async def test_provider_forward_sets_model_and_keeps_the_rest() -> None:
     messages = [{"role": "user", "content": "x"}]
     body = {"model": "endpoint", "max_tokens": 5, "messages": messages, "container": "c1", "stream": True}
     client_headers = {"anthropic-beta": "files-api-2025-04-14", "x-api-key": "client-key", "Authorization": "Bearer gw"}
-    await provider.forward(body, stream=False, headers=client_headers)
+    await provider.forward("anthropic", body, stream=False, headers=client_headers)
     (sent,) = client.requests
     expected = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": messages, "container": "c1"}
     assert orjson.loads(sent.body or b"") == expected
     assert body["model"] == "endpoint"  # the caller's dict is not changed
     assert sent.headers["x-api-key"] == KEY and "authorization" not in sent.headers
     assert sent.headers["anthropic-beta"] == "files-api-2025-04-14"
-    streamed = provider.forward_request({"model": "x", "max_tokens": 1, "messages": []}, stream=True)
+    streamed = provider.forward_request("anthropic", {"model": "x", "max_tokens": 1, "messages": []}, stream=True)
     assert orjson.loads(streamed.body or b"")["stream"] is True
 
 

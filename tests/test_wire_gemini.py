@@ -476,7 +476,7 @@ def test_provider_stream_url_and_events(base_url: str, expected: str) -> None:
 def test_provider_forward_keeps_body() -> None:
     provider, client = _provider(FakeResponse(200, orjson.dumps(ANSWER)))
     body = {"contents": [{"parts": [{"text": "Hi"}]}], "cachedContent": "cachedContents/x"}
-    asyncio.run(provider.forward(body, stream=False))
+    asyncio.run(provider.forward("gemini", body, stream=False))
     assert orjson.loads(client.requests[0].body or b"") == body
     assert client.requests[0].url.endswith("/models/gemini-2.5-flash:generateContent")
 

@@ -17,8 +17,11 @@ from aigw.http.upstream import UpstreamClient
 from aigw.policies.auth import Authenticator
 from aigw.routing import Router
 from aigw.store import Store
+from aigw.surfaces.anthropic import AnthropicSurface
 from aigw.surfaces.common import ErrorRenderer, Handler
+from aigw.surfaces.gemini import GeminiSurface
 from aigw.surfaces.openai import OpenAISurface, unknown_route
+from aigw.surfaces.responses import ResponsesSurface
 
 log = logging.getLogger("aigw")
 
@@ -32,7 +35,7 @@ class Gateway:
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
-        surfaces = [OpenAISurface(self)]
+        surfaces = [OpenAISurface(self), AnthropicSurface(self), GeminiSurface(self), ResponsesSurface(self)]
         for surface in surfaces:
             for method, path, handler in surface.routes():
                 if path.endswith("/*"):

@@ -18,7 +18,7 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 class AnthropicProvider(HttpProvider):
     kind = "anthropic"
-    chat_wire = anthropic.WIRE
+    chat_wires = frozenset({anthropic.WIRE})
     tasks = frozenset({"chat"})
 
     def __init__(self, destination: DestinationConfig, client: UpstreamClient) -> None:
@@ -49,7 +49,9 @@ class AnthropicProvider(HttpProvider):
     def stream_decoder(self) -> StreamDecoder:
         return anthropic.StreamDecoder()
 
-    def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
+    def forward_request(
+        self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
         """Pass-through: the client's body with the destination's model; `headers` are the client's
         Anthropic headers worth keeping (`anthropic-beta`, ...), never its credentials."""
         body = {**body, "model": self.destination.model}

@@ -4,7 +4,7 @@
 talks HTTP, in terms of a few small hooks (build the upstream request, parse the answer, decode the
 stream, read an error), so a new provider is one module of hooks and one registry line.
 
-Pass-through: a provider whose chat API speaks wire format W (`chat_wire`) can take a body that a
+Pass-through: a provider whose API speaks wire format W (W in `chat_wires`) can take a body that a
 client sent in W and forward it nearly untouched (`forward`), keeping every vendor feature working.
 """
 
@@ -36,7 +36,7 @@ class Provider:
     """One destination: a provider kind bound to its configuration and the shared HTTP client."""
 
     kind: ClassVar[str]  # registry name, e.g. "openai"
-    chat_wire: ClassVar[str | None] = None  # wire format of its chat API, for pass-through
+    chat_wires: ClassVar[frozenset[str]] = frozenset()  # chat wire formats it takes as they are
     embeddings_wire: ClassVar[str | None] = None  # wire format of its embeddings API, likewise
     tasks: ClassVar[frozenset[str]] = frozenset({"chat"})
 
@@ -62,8 +62,10 @@ class Provider:
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         raise GatewayError(ErrorKind.INVALID_REQUEST, f"Destination '{self.label}' does not serve embeddings.")
 
-    async def forward(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamResponse:
-        """Pass-through: send a body already in `chat_wire` format, with the client's vendor headers
+    async def forward(
+        self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        """Pass-through: send a body already in `wire` format (one of `chat_wires`), with the client's vendor headers
         worth keeping (`anthropic-beta`, ...); return the raw upstream response (status checked:
         errors raise GatewayError)."""
         raise NotImplementedError
@@ -87,7 +89,9 @@ class HttpProvider(Provider):
     def stream_decoder(self) -> StreamDecoder:
         raise NotImplementedError
 
-    def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
+    def forward_request(
+        self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
         raise NotImplementedError
 
     def forward_embeddings_request(self, body: dict[str, Any]) -> UpstreamRequest:
@@ -150,8 +154,10 @@ class HttpProvider(Provider):
         finally:
             response.close()
 
-    async def forward(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamResponse:
-        return await self._send(self.forward_request(body, stream, headers))
+    async def forward(
+        self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        return await self._send(self.forward_request(wire, body, stream, headers))
 
     async def forward_embeddings(self, body: dict[str, Any]) -> UpstreamResponse:
         return await self._send(self.forward_embeddings_request(body))

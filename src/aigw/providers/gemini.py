@@ -29,7 +29,7 @@ def api_base(base_url: str | None) -> str:
 
 class GeminiProvider(HttpProvider):
     kind = "gemini"
-    chat_wire = gemini.WIRE
+    chat_wires = frozenset({gemini.WIRE})
     tasks = frozenset({"chat", "embeddings"})
 
     def __init__(self, destination: DestinationConfig, client: UpstreamClient) -> None:
@@ -68,7 +68,9 @@ class GeminiProvider(HttpProvider):
     def stream_decoder(self) -> StreamDecoder:
         return gemini.StreamDecoder(model=self.destination.model)
 
-    def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
+    def forward_request(
+        self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
         """Pass-through: the client's Gemini body as is; the model is in the URL, not the body."""
         return self._request("streamGenerateContent" if stream else "generateContent", body, stream, headers)
 

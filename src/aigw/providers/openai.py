@@ -17,7 +17,7 @@ from aigw.wire import openai_chat, openai_embeddings
 
 class OpenAIProvider(HttpProvider):
     kind = "openai"
-    chat_wire = openai_chat.WIRE
+    chat_wires = frozenset({openai_chat.WIRE})
     embeddings_wire = openai_embeddings.WIRE
     tasks = frozenset({"chat", "embeddings"})
     default_base_url: str | None = "https://api.openai.com/v1"
@@ -55,7 +55,9 @@ class OpenAIProvider(HttpProvider):
     def stream_decoder(self) -> StreamDecoder:
         return openai_chat.StreamDecoder()
 
-    def forward_request(self, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamRequest:
+    def forward_request(
+        self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
         body = {**body, "model": self.destination.model}  # the client's dict stays as it sent it
         if stream:
             # The gateway needs usage to count tokens; clients that did not ask for it get the

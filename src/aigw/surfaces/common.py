@@ -127,9 +127,9 @@ async def serve_chat(
     vendor_headers: dict[str, str] | None = None,
 ) -> None:
     """Answer one chat request through `provider`, in `codec`'s wire format."""
-    if provider.chat_wire == codec.wire:
+    if codec.wire in provider.chat_wires:
         relay = codec.stream_relay(body) if stream else None  # from the client's body, as sent
-        upstream = await provider.forward(body, stream, vendor_headers)
+        upstream = await provider.forward(codec.wire, body, stream, vendor_headers)
         if relay is not None:
             work = _relay_stream(upstream, EventStream(send), relay, codec, codec.stream_headers)
             await run_cancellable(request.receive, work)

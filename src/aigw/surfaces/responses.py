@@ -1,0 +1,16 @@
+"""OpenAI Responses at /openai/v1/responses and /codex/v1/responses (being written: registers no routes yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aigw.errors import GatewayError
+from aigw.surfaces.common import Handler, Surface
+
+
+class ResponsesSurface(Surface):
+    def routes(self) -> Iterable[tuple[str, str, Handler]]:
+        return ()
+
+    def error_response(self, error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        raise NotImplementedError
