@@ -160,6 +160,28 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 1) // 4
 
 
+# An image or document costs tokens the gateway cannot count without decoding it; this is about what
+# a mid-sized image costs at the large vendors.
+ATTACHMENT_TOKEN_ESTIMATE = 1000
+
+
+def estimate_request_tokens(request: ChatRequest) -> int:
+    """The input tokens of a request by the gateway's estimate: every text the model reads (messages,
+    tool calls and results, reasoning, tool definitions) at four characters a token."""
+    chars = 0
+    attachments = 0
+    for message in request.messages:
+        for part in message.content:
+            if isinstance(part, TextPart):
+                chars += len(part.text)
+            else:
+                attachments += 1
+        chars += sum(len(call.name) + len(call.arguments) for call in message.tool_calls)
+        chars += sum(len(reasoning.text) for reasoning in message.reasoning)
+    chars += sum(len(msgspec.json.encode(tool)) for tool in request.tools)
+    return (chars + 1) // 4 + attachments * ATTACHMENT_TOKEN_ESTIMATE
+
+
 class Choice(Struct):
     message: Message
     index: int = 0

@@ -37,6 +37,10 @@ class Router:
             configs.append(DEMO_ENDPOINT)
         self.endpoints: dict[str, Endpoint] = {c.name: Endpoint(c, client) for c in configs}
 
+    def names_for(self, task: str | None = None) -> list[str]:
+        """The endpoint names (sorted) that serve `task`, or all of them."""
+        return sorted(name for name, e in self.endpoints.items() if task is None or task in e.tasks)
+
     def endpoint(self, name: str, task: str) -> Endpoint:
         endpoint = self.endpoints.get(name)
         if endpoint is None:

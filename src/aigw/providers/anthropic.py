@@ -26,6 +26,7 @@ class AnthropicProvider(HttpProvider):
         base = (destination.base_url or DEFAULT_BASE_URL).rstrip("/")
         base = base.removesuffix("/v1")  # accept the base URL with or without the version segment
         self._url = f"{base}/v1/messages"
+        self._count_url = f"{base}/v1/messages/count_tokens"
         self._headers = {
             "x-api-key": destination.api_key or "",
             "anthropic-version": destination.api_version or API_VERSION,
@@ -48,6 +49,20 @@ class AnthropicProvider(HttpProvider):
 
     def stream_decoder(self) -> StreamDecoder:
         return anthropic.StreamDecoder()
+
+    def count_tokens_request(self, request: ChatRequest) -> UpstreamRequest:
+        body = anthropic.encode_request(request, self.destination.model, stream=False)
+        counted = {k: v for k, v in body.items() if k in anthropic.COUNT_TOKENS_FIELDS}
+        return UpstreamRequest("POST", self._count_url, self._headers, orjson.dumps(counted))
+
+    def parse_count_tokens(self, body: bytes) -> int:
+        return int(orjson.loads(body)["input_tokens"])
+
+    def forward_count_tokens_request(
+        self, wire: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
+        body = {**body, "model": self.destination.model}
+        return UpstreamRequest("POST", self._count_url, with_client_headers(self._headers, headers), orjson.dumps(body))
 
     def forward_request(
         self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None

@@ -10,16 +10,21 @@ client sent in W and forward it nearly untouched (`forward`), keeping every vend
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import orjson
 
-from aigw.canonical import ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent
+from aigw.canonical import (
+    ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent, estimate_request_tokens,
+)  # fmt: skip
 from aigw.config import DestinationConfig
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.sse import SSEEvent, SSEParser
 from aigw.http.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+
+
+T = TypeVar("T")
 
 
 class StreamDecoder(Protocol):
@@ -74,6 +79,17 @@ class Provider:
         """Pass-through for a body already in `embeddings_wire` format."""
         raise NotImplementedError
 
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """The input tokens of `request`: the provider's own count where it has such a call, else
+        the gateway's estimate."""
+        return estimate_request_tokens(request)
+
+    async def forward_count_tokens(
+        self, wire: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        """Pass-through of a token-count request already in `wire` format (one of `chat_wires`)."""
+        raise NotImplementedError
+
 
 class HttpProvider(Provider):
     """A provider reached over HTTP. Subclasses fill in the hooks below."""
@@ -103,6 +119,18 @@ class HttpProvider(Provider):
     def parse_embeddings(self, body: bytes, request: EmbeddingsRequest) -> EmbeddingsResponse:
         raise NotImplementedError
 
+    def count_tokens_request(self, request: ChatRequest) -> UpstreamRequest | None:
+        """The upstream's token-count call for `request`, or None where it has none."""
+        return None
+
+    def parse_count_tokens(self, body: bytes) -> int:
+        raise NotImplementedError
+
+    def forward_count_tokens_request(
+        self, wire: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
+        raise NotImplementedError
+
     def error_message(self, body: bytes) -> str | None:
         """The upstream's own error message from an error body, if it has one."""
         try:
@@ -121,14 +149,7 @@ class HttpProvider(Provider):
     # --- the interface, in terms of the hooks -------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        response = await self._send(self.chat_request(request, stream=False))
-        body = await response.read()
-        try:
-            return self.parse_chat(body)
-        except GatewayError:
-            raise
-        except Exception as exc:  # an upstream that answers 200 with garbage
-            raise self._malformed(exc) from None
+        return await self._exchange(self.chat_request(request, stream=False), self.parse_chat)
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         response = await self._send(self.chat_request(request, stream=True))
@@ -162,19 +183,34 @@ class HttpProvider(Provider):
     async def forward_embeddings(self, body: dict[str, Any]) -> UpstreamResponse:
         return await self._send(self.forward_embeddings_request(body))
 
+    async def forward_count_tokens(
+        self, wire: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
+        return await self._send(self.forward_count_tokens_request(wire, body, headers))
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        upstream = self.count_tokens_request(request)
+        if upstream is None:
+            return await super().count_tokens(request)
+        return await self._exchange(upstream, self.parse_count_tokens)
+
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         if "embeddings" not in self.tasks:
             return await super().embed(request)
-        response = await self._send(self.embeddings_request(request))
+        return await self._exchange(self.embeddings_request(request), lambda body: self.parse_embeddings(body, request))
+
+    # --- shared plumbing ---------------------------------------------------------------------------
+
+    async def _exchange(self, request: UpstreamRequest, parse: Callable[[bytes], T]) -> T:
+        """Send, read the whole answer, parse it; an upstream that answers 200 with garbage is a 502."""
+        response = await self._send(request)
         body = await response.read()
         try:
-            return self.parse_embeddings(body, request)
+            return parse(body)
         except GatewayError:
             raise
         except Exception as exc:
             raise self._malformed(exc) from None
-
-    # --- shared plumbing ---------------------------------------------------------------------------
 
     async def _send(self, request: UpstreamRequest) -> UpstreamResponse:
         response = await self.client.send(request, timeout=self.destination.timeout, destination=self.label)

@@ -74,6 +74,18 @@ class GeminiProvider(HttpProvider):
         """Pass-through: the client's Gemini body as is; the model is in the URL, not the body."""
         return self._request("streamGenerateContent" if stream else "generateContent", body, stream, headers)
 
+    def count_tokens_request(self, request: ChatRequest) -> UpstreamRequest:
+        body = gemini.encode_request(request, self.destination.model, stream=False)
+        return self._request("countTokens", gemini.count_tokens_body(body, self.destination.model))
+
+    def parse_count_tokens(self, body: bytes) -> int:
+        return int(orjson.loads(body).get("totalTokens", 0))
+
+    def forward_count_tokens_request(
+        self, wire: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> UpstreamRequest:
+        return self._request("countTokens", body, headers=headers)
+
     # --- embeddings --------------------------------------------------------------------------------
 
     def embeddings_request(self, request: EmbeddingsRequest) -> UpstreamRequest:

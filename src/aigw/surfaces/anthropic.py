@@ -1,16 +1,104 @@
-"""Anthropic Messages at /anthropic (being written: registers no routes yet)."""
+"""Anthropic's Messages API at /anthropic: messages (JSON and SSE), count_tokens, models.
+
+The `anthropic` SDK and Claude Code work against it with only the base URL and the token changed,
+whatever provider the endpoint routes to: the body passes through to Anthropic destinations with the
+client's `anthropic-*` headers (betas, version), and is translated through the canonical model for
+every other provider. Query strings (Claude Code's `?beta=true`) do not affect routing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from aigw.errors import GatewayError
-from aigw.surfaces.common import Handler, Surface
+import orjson
+
+from aigw.canonical import ChatRequest, ChatResponse
+from aigw.errors import ErrorKind, GatewayError
+from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
+from aigw.surfaces.common import Handler, RawRelay, Surface, json_error, request_tags, serve_chat
+from aigw.wire import anthropic
+
+PREFIX = "/anthropic/v1"
+MODEL_CREATED_AT = "2025-01-01T00:00:00Z"  # endpoints have no release date; the field is required
+
+
+class AnthropicChatCodec:
+    wire = anthropic.WIRE
+    stream_headers = SSE_HEADERS
+
+    def decode_request(self, body: Any) -> ChatRequest:
+        return anthropic.decode_request(body)
+
+    def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes:
+        return orjson.dumps(anthropic.encode_response(response))
+
+    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> anthropic.StreamEncoder:
+        return anthropic.StreamEncoder()
+
+    def stream_relay(self, body: dict[str, Any]) -> RawRelay:
+        return RawRelay()  # Anthropic streams always carry usage: nothing to filter
+
+    def relay_error(self, error: GatewayError) -> bytes:
+        return anthropic.encode_error_event(error)
+
+
+def vendor_headers(request: Request) -> dict[str, str]:
+    """The client's Anthropic headers worth forwarding to an Anthropic destination (`anthropic-beta`,
+    `anthropic-version`, ...); credentials never are."""
+    return {k: v for k, v in request.headers.items() if k.startswith("anthropic-")}
 
 
 class AnthropicSurface(Surface):
+    codec = AnthropicChatCodec()
+
     def routes(self) -> Iterable[tuple[str, str, Handler]]:
-        return ()
+        yield "POST", PREFIX + "/messages", self.messages
+        yield "POST", PREFIX + "/messages/count_tokens", self.count_tokens
+        yield "GET", PREFIX + "/models", self.models
+        yield "GET", PREFIX + "/models/*", self.model
 
     def error_response(self, error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        raise NotImplementedError
+        return json_error(anthropic.error_status(error), anthropic.encode_error(error), error)
+
+    async def messages(self, request: Request, send: Send) -> None:
+        await self.authenticate(request)
+        request_tags(request)
+        body = await self.json_body(request)
+        anthropic.validate_request(body)
+        provider = self.gateway.router.endpoint(body["model"], "chat").destination()
+        stream = body.get("stream") is True
+        await serve_chat(request, send, provider, body, self.codec, stream, vendor_headers(request))
+
+    async def count_tokens(self, request: Request, send: Send) -> None:
+        await self.authenticate(request)
+        request_tags(request)
+        body = await self.json_body(request)
+        # A count_tokens body is a Messages body without max_tokens: validate it as one.
+        as_messages = {"max_tokens": 1, **body} if isinstance(body, dict) else body
+        anthropic.validate_request(as_messages)
+        provider = self.gateway.router.endpoint(body["model"], "chat").destination()
+        if self.codec.wire in provider.chat_wires:
+            upstream = await provider.forward_count_tokens(self.codec.wire, body, vendor_headers(request))
+            await send_body(send, 200, await upstream.read())
+            return
+        tokens = await provider.count_tokens(anthropic.decode_request(as_messages))
+        await send_body(send, 200, orjson.dumps({"input_tokens": tokens}))
+
+    async def models(self, request: Request, send: Send) -> None:
+        await self.authenticate(request)
+        data = [_model_info(name) for name in self.gateway.router.names_for("chat")]
+        page = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None}
+        page["last_id"] = data[-1]["id"] if data else None
+        await send_body(send, 200, orjson.dumps(page))
+
+    async def model(self, request: Request, send: Send) -> None:
+        await self.authenticate(request)
+        name = request.path.removeprefix(PREFIX + "/models/")
+        if name not in self.gateway.router.names_for("chat"):
+            raise GatewayError(ErrorKind.NOT_FOUND, f"model: {name}")
+        await send_body(send, 200, orjson.dumps(_model_info(name)))
+
+
+def _model_info(name: str) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": MODEL_CREATED_AT}

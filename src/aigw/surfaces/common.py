@@ -34,6 +34,10 @@ class StreamEncoder(Protocol):
 
     def finish(self) -> bytes: ...
 
+    def error(self, error: GatewayError) -> bytes:
+        """An error after the stream has started, framed in-band for this wire format."""
+        ...
+
 
 class StreamRelay(Protocol):
     """Pass-through stream filter: bytes in, bytes out, cut at event boundaries."""
@@ -63,14 +67,14 @@ class ChatCodec(Protocol):
 
     def decode_request(self, body: Any) -> ChatRequest: ...
 
-    def encode_response(self, response: ChatResponse) -> bytes: ...
+    def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes: ...
 
-    def stream_encoder(self, request: ChatRequest) -> StreamEncoder: ...
+    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> StreamEncoder: ...
 
     def stream_relay(self, body: dict[str, Any]) -> StreamRelay: ...
 
-    def stream_error(self, error: GatewayError) -> bytes:
-        """An error after the stream has started, framed in-band for this wire format."""
+    def relay_error(self, error: GatewayError) -> bytes:
+        """An error in the middle of a passed-through stream, framed in-band for this wire format."""
         ...
 
 
@@ -144,11 +148,11 @@ async def serve_chat(
             first = await events.__anext__()  # the upstream call: errors here are still plain responses
         except StopAsyncIteration:
             raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"Destination '{provider.label}' sent an empty stream.") from None
-        encoder = codec.stream_encoder(canonical)
+        encoder = codec.stream_encoder(canonical, body)
         await run_cancellable(request.receive, _encode_stream(first, events, encoder, EventStream(send), codec))
     else:
         response = await provider.chat(canonical)
-        await send_body(send, 200, codec.encode_response(response))
+        await send_body(send, 200, codec.encode_response(response, body))
 
 
 async def _relay_stream(
@@ -160,7 +164,7 @@ async def _relay_stream(
             await out.write(relay.feed(chunk))
         await out.write(relay.flush())
     except GatewayError as error:
-        await out.write(codec.stream_error(error))
+        await out.write(codec.relay_error(error))
     finally:
         upstream.close()
     await out.close()
@@ -176,7 +180,7 @@ async def _encode_stream(
             await out.write(encoder.encode(event))
         await out.write(encoder.finish())
     except GatewayError as error:
-        await out.write(codec.stream_error(error))  # headers are gone: report in-band
+        await out.write(encoder.error(error))  # headers are gone: report in-band
     await out.close()
 
 

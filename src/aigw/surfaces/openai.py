@@ -13,7 +13,6 @@ import orjson
 from aigw.canonical import ChatRequest, ChatResponse
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
-from aigw.http.sse import sse_frame
 from aigw.surfaces.common import Handler, Surface, json_error, request_tags, serve_chat
 from aigw.wire import openai_chat, openai_embeddings
 
@@ -27,17 +26,17 @@ class OpenAIChatCodec:
     def decode_request(self, body: Any) -> ChatRequest:
         return openai_chat.decode_request(body)
 
-    def encode_response(self, response: ChatResponse) -> bytes:
+    def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes:
         return orjson.dumps(openai_chat.encode_response(response))
 
-    def stream_encoder(self, request: ChatRequest) -> openai_chat.StreamEncoder:
+    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> openai_chat.StreamEncoder:
         return openai_chat.StreamEncoder(request.include_usage)
 
     def stream_relay(self, body: dict[str, Any]) -> OpenAIStreamRelay:
         return OpenAIStreamRelay(bool((body.get("stream_options") or {}).get("include_usage")))
 
-    def stream_error(self, error: GatewayError) -> bytes:
-        return sse_frame(orjson.dumps(openai_chat.encode_error(error)))  # as OpenAI reports it in-band
+    def relay_error(self, error: GatewayError) -> bytes:
+        return openai_chat.encode_error_event(error)
 
 
 class OpenAISurface(Surface):
@@ -80,7 +79,7 @@ class OpenAISurface(Surface):
         await self.authenticate(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "aigw"}
-            for name in sorted(self.gateway.router.endpoints)
+            for name in self.gateway.router.names_for()
         ]
         await send_body(send, 200, orjson.dumps({"object": "list", "data": data}))
 

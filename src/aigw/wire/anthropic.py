@@ -45,6 +45,8 @@ SCALAR_FIELDS = {"temperature": "temperature", "top_p": "top_p", "stop": "stop_s
 # tool_choice.type -> canonical mode, and back.
 TOOL_CHOICE_MODES = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
 TOOL_CHOICE_TYPES = {mode: kind for kind, mode in TOOL_CHOICE_MODES.items()}
+# What /v1/messages/count_tokens takes of a Messages request (it refuses max_tokens, stream, ...).
+COUNT_TOKENS_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
 # Fields without a canonical meaning (kept in `extra`) whose type is still worth checking.
 EXTRA_FIELD_TYPES: dict[str, tuple[type, ...]] = {"top_k": (int,), "thinking": (dict,)}
 _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
@@ -746,6 +748,9 @@ class StreamEncoder:
         delta = {"stop_reason": stop_reason, "stop_sequence": None}
         out += _frame({"type": "message_delta", "delta": delta, "usage": usage})
         return out + _frame({"type": "message_stop"})
+
+    def error(self, error: GatewayError) -> bytes:
+        return encode_error_event(error)
 
     def _start(self, id: str, model: str) -> bytes:
         self._started = True

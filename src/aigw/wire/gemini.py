@@ -450,6 +450,22 @@ def encode_request(request: ChatRequest, model: str, stream: bool) -> dict[str, 
     return body
 
 
+def count_tokens_body(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A generateContent body -> the countTokens body that counts all of it (tools and system
+    instruction included, which the bare `contents` form would leave out)."""
+    return {"generateContentRequest": {"model": model_path(model), **body}}
+
+
+def generate_request_of_count(body: Any) -> Any:
+    """A client's countTokens body -> the generateContent body it counts: either its
+    `generateContentRequest` or the bare `contents` form."""
+    if isinstance(body, dict):
+        inner = _get(body, "generateContentRequest")
+        if isinstance(inner, dict):
+            return {k: v for k, v in inner.items() if k != "model"}
+    return body
+
+
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     """`base` with `overlay` on top, nested objects merged; neither input is changed."""
     out = dict(base)
@@ -911,6 +927,13 @@ class StreamEncoder:
             candidates.append(self._candidate(index, parts, reason))
         out = self._frame(candidates or [self._candidate(0, [{"text": ""}], "STOP")], self._usage or Usage())
         return out + b"\n]" if self._json_array else out
+
+    def error(self, error: GatewayError) -> bytes:
+        """Google ends a failing stream with one more element that holds only the error."""
+        data = orjson.dumps(encode_error(error))
+        if not self._json_array:
+            return b"data: " + data + b"\r\n\r\n"
+        return (b"[" if self._frames == 0 else b"\n,\r\n") + data + b"\n]"
 
 
 # --- embeddings ------------------------------------------------------------------------------------

@@ -563,6 +563,9 @@ class StreamEncoder:
             out += sse_frame(self._prefix + b'],"usage":' + usage + b"}")
         return out + b"data: [DONE]\n\n"
 
+    def error(self, error: GatewayError) -> bytes:
+        return encode_error_event(error)
+
 
 # --- errors ----------------------------------------------------------------------------------------
 
@@ -589,3 +592,8 @@ def error_status(error: GatewayError) -> int:
 def encode_error(error: GatewayError) -> dict[str, Any]:
     kind, code = _ERROR_TYPES[error.kind]
     return {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code or code}}
+
+
+def encode_error_event(error: GatewayError) -> bytes:
+    """An error after a stream has started: OpenAI sends the error object as one more data event."""
+    return sse_frame(orjson.dumps(encode_error(error)))
