@@ -1,16 +1,177 @@
-"""Gemini at /gemini (being written: registers no routes yet)."""
+"""Google's Gemini API at /gemini (both /gemini/v1beta and /gemini/v1: recent `google-genai` SDKs call
+v1, Gemini CLI calls v1beta): generateContent, streamGenerateContent (`?alt=sse`, or the JSON-array
+form without it), countTokens, embedContent, batchEmbedContents, and the model list.
+
+The gateway endpoint is the model in the path (`models/{endpoint}:generateContent`). Bodies pass
+through to Gemini destinations and are translated through the canonical model for the others.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from aigw.errors import GatewayError
-from aigw.surfaces.common import Handler, Surface
+import orjson
+
+from aigw.canonical import ChatRequest, ChatResponse
+from aigw.errors import ErrorKind, GatewayError, invalid
+from aigw.http.asgi import JSON_HEADERS, SSE_HEADERS, Request, Send, send_body
+from aigw.http.sse import SSEParser
+from aigw.surfaces.common import Handler, RawRelay, StreamRelay, Surface, json_error, request_tags, serve_chat
+from aigw.wire import gemini
+
+VERSIONS = ("/gemini/v1beta", "/gemini/v1")
+CHAT_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
+EMBEDDING_METHODS = ["embedContent", "batchEmbedContents"]
+
+
+class GeminiChatCodec:
+    """Gemini's wire for one request: the model comes from the URL, and the stream's framing from
+    `alt` (SSE, or one JSON array written piece by piece)."""
+
+    wire = gemini.WIRE
+
+    def __init__(self, model: str, stream: bool, json_array: bool) -> None:
+        self.model = model
+        self.stream = stream
+        self.json_array = json_array
+        self.stream_headers = JSON_HEADERS if json_array else SSE_HEADERS
+        self._relay: JsonArrayRelay | None = None
+
+    def decode_request(self, body: Any) -> ChatRequest:
+        return gemini.decode_request(body, self.model, self.stream)
+
+    def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes:
+        return orjson.dumps(gemini.encode_response(response))
+
+    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> gemini.StreamEncoder:
+        return gemini.StreamEncoder(json_array=self.json_array)
+
+    def stream_relay(self, body: dict[str, Any]) -> StreamRelay:
+        if not self.json_array:
+            return RawRelay()  # the provider always asks its upstream for alt=sse
+        self._relay = JsonArrayRelay()
+        return self._relay
+
+    def relay_error(self, error: GatewayError) -> bytes:
+        data = orjson.dumps(gemini.encode_error(error))
+        if self._relay is None:
+            return b"data: " + data + b"\r\n\r\n"
+        return self._relay.feed_element(data) + self._relay.flush()
+
+
+class JsonArrayRelay:
+    """Upstream `alt=sse` events -> the JSON-array form of streamGenerateContent, element by element
+    as they arrive: `[` first, `,` between, `]` at the end."""
+
+    __slots__ = ("_parser", "_opened", "_closed")
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self._opened = False
+        self._closed = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self.feed_element(event.data) for event in self._parser.feed(chunk) if event.data)
+
+    def feed_element(self, data: bytes) -> bytes:
+        separator = b"\n,\r\n" if self._opened else b"["
+        self._opened = True
+        return separator + data
+
+    def flush(self) -> bytes:
+        out = b"".join(self.feed_element(event.data) for event in self._parser.flush() if event.data)
+        if self._closed:
+            return out
+        self._closed = True
+        return out + (b"\n]" if self._opened else b"[]")
 
 
 class GeminiSurface(Surface):
     def routes(self) -> Iterable[tuple[str, str, Handler]]:
-        return ()
+        for version in VERSIONS:
+            yield "POST", version + "/models/*", self.model_method
+            yield "GET", version + "/models", self.models
+            yield "GET", version + "/models/*", self.model
 
     def error_response(self, error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        raise NotImplementedError
+        return json_error(gemini.error_status(error), gemini.encode_error(error), error)
+
+    async def model_method(self, request: Request, send: Send) -> None:
+        """POST .../models/{endpoint}:{method}"""
+        name, _, method = _model_name(request.path).rpartition(":")
+        handler = self._methods.get(method)
+        if not name or handler is None:
+            raise GatewayError(ErrorKind.NOT_FOUND, f"Unknown method: {request.method} {request.path}")
+        await self.authenticate(request)
+        request_tags(request)
+        body = await self.json_body(request)
+        await handler(self, request, send, name, method, body)
+
+    async def _generate(self, request: Request, send: Send, name: str, method: str, body: Any) -> None:
+        gemini.validate_request(body)
+        provider = self.gateway.router.endpoint(name, "chat").destination()
+        stream = method == "streamGenerateContent"
+        codec = GeminiChatCodec(name, stream, json_array=stream and request.query.get("alt") != "sse")
+        await serve_chat(request, send, provider, body, codec, stream)
+
+    async def _count_tokens(self, request: Request, send: Send, name: str, method: str, body: Any) -> None:
+        generate_request = gemini.generate_request_of_count(body)
+        gemini.validate_request(generate_request)
+        provider = self.gateway.router.endpoint(name, "chat").destination()
+        if gemini.WIRE in provider.chat_wires:
+            upstream = await provider.forward_count_tokens(gemini.WIRE, body)
+            await send_body(send, 200, await upstream.read())
+            return
+        tokens = await provider.count_tokens(gemini.decode_request(generate_request, name))
+        await send_body(send, 200, orjson.dumps({"totalTokens": tokens}))
+
+    async def _embed(self, request: Request, send: Send, name: str, method: str, body: Any) -> None:
+        provider = self.gateway.router.endpoint(name, "embeddings").destination()
+        if method == "embedContent":
+            response = await provider.embed(gemini.decode_embed_content_request(body, name))
+            await send_body(send, 200, orjson.dumps(gemini.encode_embed_content_response(response)))
+        else:
+            response = await provider.embed(gemini.decode_batch_embed_contents_request(body, name))
+            await send_body(send, 200, orjson.dumps(gemini.encode_batch_embed_contents_response(response)))
+
+    _methods = {
+        "generateContent": _generate,
+        "streamGenerateContent": _generate,
+        "countTokens": _count_tokens,
+        "embedContent": _embed,
+        "batchEmbedContents": _embed,
+    }
+
+    async def models(self, request: Request, send: Send) -> None:
+        await self.authenticate(request)
+        router = self.gateway.router
+        models = [_model_info(name, router.endpoints[name].tasks) for name in router.names_for()]
+        await send_body(send, 200, orjson.dumps({"models": models}))
+
+    async def model(self, request: Request, send: Send) -> None:
+        await self.authenticate(request)
+        name = _model_name(request.path)
+        endpoint = self.gateway.router.endpoints.get(name)
+        if endpoint is None:
+            raise GatewayError(ErrorKind.NOT_FOUND, f"models/{name} is not found.")
+        await send_body(send, 200, orjson.dumps(_model_info(name, endpoint.tasks)))
+
+
+def _model_name(path: str) -> str:
+    """`/gemini/v1beta/models/chat:generateContent` -> `chat:generateContent`."""
+    rest = path.partition("/models/")[2]
+    if not rest:
+        raise invalid("The path names no model.")
+    return rest
+
+
+def _model_info(name: str, tasks: frozenset[str]) -> dict[str, Any]:
+    methods = (CHAT_METHODS if "chat" in tasks else []) + (EMBEDDING_METHODS if "embeddings" in tasks else [])
+    return {
+        "name": f"models/{name}",
+        "version": "001",
+        "displayName": name,
+        "description": f"aigw endpoint '{name}'",
+        "supportedGenerationMethods": methods,
+    }
