@@ -12,12 +12,15 @@ from aigw.canonical import ChatRequest, ChatResponse, EmbeddingsRequest, Embeddi
 from aigw.config import DestinationConfig
 from aigw.http.upstream import UpstreamRequest
 from aigw.providers.base import HttpProvider, StreamDecoder, with_client_headers
-from aigw.wire import openai_chat, openai_embeddings
+from aigw.wire import openai_chat, openai_embeddings, openai_responses
+
+# The API operation behind each chat wire format a provider of this module takes as it is.
+OPERATIONS = {openai_chat.WIRE: "chat/completions", openai_responses.WIRE: "responses"}
 
 
 class OpenAIProvider(HttpProvider):
     kind = "openai"
-    chat_wires = frozenset({openai_chat.WIRE})
+    chat_wires = frozenset(OPERATIONS)
     embeddings_wire = openai_embeddings.WIRE
     tasks = frozenset({"chat", "embeddings"})
     default_base_url: str | None = "https://api.openai.com/v1"
@@ -26,9 +29,15 @@ class OpenAIProvider(HttpProvider):
     def __init__(self, destination: DestinationConfig, client: Any) -> None:
         super().__init__(destination, client)
         base = (destination.base_url or self.default_base_url or "").rstrip("/")
-        self._chat_url = self.url_for(base, "chat/completions")
+        self._urls = {wire: self.url_for(base, operation) for wire, operation in OPERATIONS.items()}
+        self._chat_url = self._urls[openai_chat.WIRE]
         self._embeddings_url = self.url_for(base, "embeddings")
         self._headers = {"content-type": "application/json", **self.auth_headers(), **destination.headers}
+
+    @property
+    def upstream_model(self) -> str:
+        """The `model` the upstream expects in a body."""
+        return self.destination.model
 
     @classmethod
     def check_config(cls, destination: DestinationConfig, tasks: frozenset[str]) -> tuple[str, str] | None:
@@ -46,7 +55,7 @@ class OpenAIProvider(HttpProvider):
         return {"authorization": f"Bearer {key}"} if key else {}
 
     def chat_request(self, request: ChatRequest, stream: bool) -> UpstreamRequest:
-        body = openai_chat.encode_request(request, self.destination.model, stream)
+        body = openai_chat.encode_request(request, self.upstream_model, stream)
         return UpstreamRequest("POST", self._chat_url, self._headers, orjson.dumps(body))
 
     def parse_chat(self, body: bytes) -> ChatResponse:
@@ -58,20 +67,20 @@ class OpenAIProvider(HttpProvider):
     def forward_request(
         self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
     ) -> UpstreamRequest:
-        body = {**body, "model": self.destination.model}  # the client's dict stays as it sent it
-        if stream:
+        body = {**body, "model": self.upstream_model}  # the client's dict stays as it sent it
+        if stream and wire == openai_chat.WIRE:
             # The gateway needs usage to count tokens; clients that did not ask for it get the
             # usage chunk stripped from the relayed stream.
             options = body.get("stream_options")
             body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-        return UpstreamRequest("POST", self._chat_url, with_client_headers(self._headers, headers), orjson.dumps(body))
+        return UpstreamRequest("POST", self._urls[wire], with_client_headers(self._headers, headers), orjson.dumps(body))
 
     def forward_embeddings_request(self, body: dict[str, Any]) -> UpstreamRequest:
-        body = {**body, "model": self.destination.model}
+        body = {**body, "model": self.upstream_model}
         return UpstreamRequest("POST", self._embeddings_url, self._headers, orjson.dumps(body))
 
     def embeddings_request(self, request: EmbeddingsRequest) -> UpstreamRequest:
-        body = openai_embeddings.encode_request(request, self.destination.model)
+        body = openai_embeddings.encode_request(request, self.upstream_model)
         return UpstreamRequest("POST", self._embeddings_url, self._headers, orjson.dumps(body))
 
     def parse_embeddings(self, body: bytes, request: EmbeddingsRequest) -> EmbeddingsResponse:
@@ -79,9 +88,11 @@ class OpenAIProvider(HttpProvider):
 
 
 class OpenAICompatibleProvider(OpenAIProvider):
-    """Any server speaking OpenAI's wire format; the key is optional (local servers often have none)."""
+    """Any server speaking OpenAI's wire format; the key is optional (local servers often have none).
+    Few of them serve the Responses API, so Responses requests are translated to chat completions."""
 
     kind = "openai_compatible"
+    chat_wires = frozenset({openai_chat.WIRE})
     default_base_url = None
     requires_key = False
 
@@ -93,12 +104,19 @@ class AzureOpenAIProvider(OpenAIProvider):
     kind = "azure_openai"
     default_base_url = None
     default_api_version = "2024-10-21"
+    responses_api_version = "2025-04-01-preview"  # the Responses API is not in the GA versions
+
+    @property
+    def upstream_model(self) -> str:
+        return self.destination.deployment or self.destination.model
 
     def url_for(self, base: str, operation: str) -> str:
-        deployment = quote(self.destination.deployment or self.destination.model, safe="")
-        version = self.destination.api_version or self.default_api_version
         if base.endswith("/openai/v1"):  # the v1 API: no deployment in the path, no version
             return f"{base}/{operation}"
+        if operation == "responses":  # not under a deployment: the body's model names it
+            return f"{base}/openai/responses?api-version={self.destination.api_version or self.responses_api_version}"
+        deployment = quote(self.upstream_model, safe="")
+        version = self.destination.api_version or self.default_api_version
         return f"{base}/openai/deployments/{deployment}/{operation}?api-version={version}"
 
     def auth_headers(self) -> dict[str, str]:

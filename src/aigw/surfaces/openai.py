@@ -1,5 +1,6 @@
 """The OpenAI-shaped surface: chat completions, embeddings and models. Served as the unified API
-(`/mlflow/v1`) and as OpenAI's native API (`/openai/v1`, with `/cursor/v1` as an alias for Cursor),
+(`/mlflow/v1`) and as OpenAI's native API (`/openai/v1`, with `/cursor/v1` for Cursor and `/codex/v1`
+for Codex CLI as aliases),
 to any client of OpenAI's wire format, whatever provider is behind.
 """
 
@@ -16,7 +17,7 @@ from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
 from aigw.surfaces.common import Handler, Surface, json_error, request_tags, serve_chat
 from aigw.wire import openai_chat, openai_embeddings
 
-PREFIXES = ("/mlflow/v1", "/openai/v1", "/cursor/v1")
+PREFIXES = ("/mlflow/v1", "/openai/v1", "/cursor/v1", "/codex/v1")
 
 
 class OpenAIChatCodec:

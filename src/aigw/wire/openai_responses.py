@@ -1,0 +1,970 @@
+"""OpenAI Responses wire format <-> canonical model.
+
+The client-facing side: `decode_request` turns a `POST /v1/responses` body into a `ChatRequest`,
+`encode_response` and `StreamEncoder` render canonical answers as Response objects and Responses SSE.
+
+Requests. `instructions` becomes a leading system message, an `input` string one user message. Input
+items map as follows; consecutive assistant-side items (reasoning, assistant messages, function and
+custom tool calls) form ONE canonical assistant message, so providers see parallel calls in one turn:
+
+    message (user / system / developer -> system / assistant)   -> a message; parts input_text,
+                                                                    output_text, refusal -> text,
+                                                                    input_image -> image (or file by
+                                                                    file_id), input_file -> file
+    function_call                                               -> a tool call of the assistant turn
+    custom_tool_call                                            -> the same, arguments {"input": ...}
+    function_call_output / custom_tool_call_output              -> a "tool" message (tool_call_id)
+    reasoning                                                   -> a Reasoning of the assistant turn
+    item_reference                                              -> 400: needs stored items
+    hosted tools' items (web_search_call, ...)                  -> dropped (the server's business)
+
+A custom tool (free-form text input, as Codex CLI's apply_patch) becomes a function tool taking one
+string, `{"input": ...}`; `encode_response` and `StreamEncoder` turn calls to it back into
+`custom_tool_call` items, by the names of the custom tools in the request body. Hosted tools
+(web_search, file_search, mcp, ...) are dropped from the canonical request; they stay in the raw body
+for pass-through. Responses-only fields (store, include, prompt_cache_key, text, reasoning, ...) go to
+`extra`, for a destination that speaks this wire format.
+
+The gateway keeps no state on this path: `previous_response_id` and `conversation` are refused,
+since they name stored items.
+
+Reasoning tokens. Canonical reasoning carries a `signature` (Anthropic, Gemini) or `redacted`
+vendor-encrypted data, and a Gemini tool call may carry a signature too; a Responses client can only
+hand back a reasoning item's `encrypted_content`. So `encrypted_content` is:
+
+    - absent when there is nothing to carry;
+    - the `redacted` value itself when that is all there is (an OpenAI blob stays an OpenAI blob);
+    - otherwise `aigw:v1:` + base64url(JSON {"s": signature, "r": redacted, "c": {call id: signature}})
+      with absent keys left out.
+
+Decoding reverses it: a value with the prefix is unpacked (400 when it does not unpack), any other
+value is `redacted`. Tool-call signatures are collected from every reasoning item before the calls
+are read, so the item that carries them may stand anywhere in the input. Summary texts become the
+reasoning text (joined by blank lines when there are several; the gateway emits one per item, so
+text and signature come back exactly as issued).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aigw.canonical import (
+    ChatRequest, ChatResponse, FilePart, Finish, FinishReason, ImagePart, Message, Part, Reasoning, ReasoningDelta,
+    ResponseFormat, StreamEvent, StreamStart, TextDelta, TextPart, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    UsageEvent,
+)  # fmt: skip
+from aigw.errors import ErrorKind, GatewayError, invalid
+from aigw.http.sse import sse_frame
+from aigw.wire.openai_chat import encode_error, error_status
+
+__all__ = [
+    "WIRE", "StreamEncoder", "decode_request", "decode_usage", "encode_error", "encode_response", "encode_usage",
+    "error_status", "usage_from_event", "validate_request",
+]  # fmt: skip
+
+WIRE = "openai_responses"
+
+# Top-level fields and the JSON types each accepts, checked on every path (pass-through included).
+_NUMBER = (int, float)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "input": (str, list), "instructions": (str,), "tools": (list,), "tool_choice": (str, dict),
+    "stream": (bool,), "store": (bool,), "background": (bool,), "parallel_tool_calls": (bool,),
+    "max_output_tokens": (int,), "max_tool_calls": (int,), "temperature": _NUMBER, "top_p": _NUMBER,
+    "text": (dict,), "reasoning": (dict,), "metadata": (dict,), "previous_response_id": (str,),
+    "user": (str,), "safety_identifier": (str,), "include": (list,),
+}  # fmt: skip
+# Fields read into canonical attributes; every other field goes to `extra`. `text` and `reasoning`
+# stay in `extra` too: only part of each (format, effort) has a canonical meaning.
+CANONICAL_FIELDS = frozenset(
+    {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
+     "temperature", "top_p", "user", "stream"}
+)  # fmt: skip
+# Fields naming state a stateless destination cannot have.
+STATEFUL_FIELDS = {
+    "previous_response_id": "previous_response_id needs a stored response, which this destination does not keep.",
+    "conversation": "conversation needs stored conversation items, which this destination does not keep.",
+}
+_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
+ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+NAMED_TOOL_TYPES = ("function", "custom")
+# A custom tool as a canonical function: its free-form text travels as the one string argument.
+CUSTOM_TOOL_PARAMETERS: dict[str, Any] = {
+    "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"],
+}  # fmt: skip
+TOOL_CHOICE_MODES = ("auto", "none", "required")
+FORMAT_TYPES = ("text", "json_object", "json_schema")
+# Items of hosted tools and server-side state: kept by OpenAI, meaningless to other providers.
+DROPPED_ITEMS = frozenset(
+    {"file_search_call", "web_search_call", "computer_call", "computer_call_output", "image_generation_call",
+     "code_interpreter_call", "local_shell_call", "local_shell_call_output", "shell_call", "shell_call_output",
+     "apply_patch_call", "apply_patch_call_output", "mcp_list_tools", "mcp_approval_request",
+     "mcp_approval_response", "mcp_call", "tool_search_call", "tool_search_output", "compaction",
+     "additional_tools", "program", "program_output"}
+)  # fmt: skip
+TOKEN_PREFIX = "aigw:v1:"
+
+# Canonical finish reasons that end a Response "incomplete", with the reason OpenAI gives.
+INCOMPLETE_REASONS: dict[str, str] = {"length": "max_output_tokens", "content_filter": "content_filter"}
+# `response.failed` error codes (a closed set in OpenAI's schema) by error kind; others: server_error.
+FAILED_CODES = {ErrorKind.RATE_LIMIT: "rate_limit_exceeded", ErrorKind.INVALID_REQUEST: "invalid_prompt"}
+TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    if types == _NUMBER:
+        return "a number"
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def _check_type(value: Any, types: tuple[type, ...], where: str) -> None:
+    # bool is an int in Python; only "a boolean" fields may hold one.
+    if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+        raise invalid(f"Invalid type for '{where}': expected {_type_name(types)}.", where)
+
+
+def validate_request(body: Any) -> None:
+    """The checks every Responses request gets, translated or passed through: required fields, field
+    types, tool names, input item shapes. Cheap: a few isinstance calls per field and item."""
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    for field, types in FIELD_TYPES.items():
+        _check_type(body.get(field), types, field)
+    for field in ("model", "input"):
+        if body.get(field) is None:
+            raise invalid(f"Missing required parameter: '{field}'.", field)
+    for i, tool in enumerate(body.get("tools") or ()):
+        _validate_tool(tool, f"tools[{i}]")
+    if isinstance(body["input"], list):
+        for i, item in enumerate(body["input"]):
+            _validate_item(item, f"input[{i}]")
+
+
+def _validate_tool(tool: Any, where: str) -> None:
+    if not isinstance(tool, dict):
+        raise invalid(f"Invalid type for '{where}': expected an object.", where)
+    kind = tool.get("type")
+    if not isinstance(kind, str):
+        raise invalid(f"Missing required parameter: '{where}.type'.", f"{where}.type")
+    if kind in NAMED_TOOL_TYPES:
+        name = tool.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise invalid(
+                f"Invalid '{where}.name': {name!r}. Expected a string of 1 to 64 letters, digits, underscores "
+                "or dashes (^[a-zA-Z0-9_-]{1,64}$).",
+                f"{where}.name",
+            )
+
+
+def _validate_item(item: Any, where: str) -> None:
+    if not isinstance(item, dict):
+        raise invalid(f"Invalid type for '{where}': expected an object.", where)
+    kind = item.get("type")
+    if kind is None and "role" not in item:
+        raise invalid(f"Missing required parameter: '{where}.type'.", f"{where}.type")
+    if kind is not None and not isinstance(kind, str):
+        raise invalid(f"Invalid type for '{where}.type': expected a string.", f"{where}.type")
+    if kind in (None, "message"):
+        if item.get("role") not in ROLES:
+            raise invalid(
+                f"Invalid value for '{where}.role': expected one of {', '.join(ROLES)}.", f"{where}.role"
+            )
+        if not isinstance(item.get("content"), (str, list)):
+            where = f"{where}.content"
+            raise invalid(f"Invalid type for '{where}': expected a string or an array of content parts.", where)
+
+
+# --- requests: Responses -> canonical ------------------------------------------------------------
+
+
+def decode_request(body: Any) -> ChatRequest:
+    """A client's Responses body -> ChatRequest (validated; 400 naming the field otherwise)."""
+    validate_request(body)
+    for field, message in STATEFUL_FIELDS.items():
+        if body.get(field) is not None:
+            raise invalid(message, field)
+    tools, custom = _decode_tools(body.get("tools") or [])
+    tool_choice, tools = _decode_tool_choice(body.get("tool_choice"), tools)
+    messages: list[Message] = []
+    if body.get("instructions"):
+        messages.append(Message(role="system", content=[TextPart(text=body["instructions"])]))
+    messages += _InputDecoder(custom).decode(body["input"])
+    reasoning = body.get("reasoning") or {}
+    effort = reasoning.get("effort")
+    _check_type(effort, (str,), "reasoning.effort")
+    user = body.get("user") if body.get("user") is not None else body.get("safety_identifier")
+    return ChatRequest(
+        model=body["model"],
+        messages=messages,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=body.get("parallel_tool_calls"),
+        response_format=_decode_text_format((body.get("text") or {}).get("format")),
+        temperature=body.get("temperature"),
+        top_p=body.get("top_p"),
+        max_tokens=body.get("max_output_tokens"),
+        user=user,
+        reasoning_effort=effort,
+        stream=bool(body.get("stream")),
+        include_usage=True,  # response.completed always carries usage
+        extra={k: v for k, v in body.items() if k not in CANONICAL_FIELDS},
+        extra_wire=WIRE,
+    )
+
+
+def _required_str(item: dict[str, Any], key: str, where: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        raise invalid(f"Missing required parameter: '{where}.{key}'.", f"{where}.{key}")
+    return value
+
+
+def _optional_str(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) else None
+
+
+class _InputDecoder:
+    """Input items -> canonical messages, one pass. Assistant-side items accumulate in `_turn` until
+    an item of another kind ends the turn; tool outputs must answer a call seen earlier."""
+
+    def __init__(self, custom: frozenset[str]) -> None:
+        self._custom = custom
+        self._messages: list[Message] = []
+        self._turn: Message | None = None
+        self._call_ids: set[str] = set()
+        self._call_signatures: dict[str, str] = {}
+        self._handlers: dict[str, Callable[[dict[str, Any], str], None]] = {
+            "message": self._message,
+            "function_call": self._function_call,
+            "custom_tool_call": self._custom_tool_call,
+            "function_call_output": self._tool_output,
+            "custom_tool_call_output": self._tool_output,
+            "reasoning": self._reasoning,
+            "item_reference": _item_reference,
+        }
+
+    def decode(self, value: str | list[Any]) -> list[Message]:
+        if isinstance(value, str):
+            return [Message(role="user", content=[TextPart(text=value)])]
+        self._collect_call_signatures(value)
+        for i, item in enumerate(value):
+            kind = item.get("type") or "message"
+            handler = self._handlers.get(kind)
+            if handler is not None:
+                handler(item, f"input[{i}]")
+            elif kind not in DROPPED_ITEMS:
+                where = f"input[{i}].type"
+                raise invalid(f"Unsupported input item type '{kind}' at '{where}' for this destination.", where)
+        self._end_turn()
+        return self._messages
+
+    def _collect_call_signatures(self, items: list[Any]) -> None:
+        for i, item in enumerate(items):
+            if item.get("type") == "reasoning" and isinstance(item.get("encrypted_content"), str):
+                token = decode_reasoning_token(item["encrypted_content"], f"input[{i}].encrypted_content")
+                self._call_signatures.update(token[2])
+
+    def _assistant(self) -> Message:
+        if self._turn is None:
+            self._turn = Message(role="assistant")
+        return self._turn
+
+    def _end_turn(self) -> None:
+        # A turn of reasoning alone (no text, no calls) gives providers nothing to attach it to.
+        turn, self._turn = self._turn, None
+        if turn is not None and (turn.content or turn.tool_calls):
+            self._messages.append(turn)
+
+    def _message(self, item: dict[str, Any], where: str) -> None:
+        role = ROLES[item["role"]]
+        parts = _decode_content(item["content"], f"{where}.content")
+        if role == "assistant":
+            self._assistant().content.extend(parts)
+            return
+        self._end_turn()
+        self._messages.append(Message(role=role, content=parts))  # type: ignore[arg-type]
+
+    def _add_call(self, call_id: str, name: str, arguments: str) -> None:
+        self._call_ids.add(call_id)
+        call = ToolCall(id=call_id, name=name, arguments=arguments, signature=self._call_signatures.get(call_id))
+        self._assistant().tool_calls.append(call)
+
+    def _function_call(self, item: dict[str, Any], where: str) -> None:
+        arguments = item.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+        self._add_call(_required_str(item, "call_id", where), _required_str(item, "name", where), arguments)
+
+    def _custom_tool_call(self, item: dict[str, Any], where: str) -> None:
+        text = _required_str(item, "input", where)
+        self._add_call(_required_str(item, "call_id", where), _required_str(item, "name", where), custom_arguments(text))
+
+    def _tool_output(self, item: dict[str, Any], where: str) -> None:
+        call_id = _required_str(item, "call_id", where)
+        if call_id not in self._call_ids:
+            raise invalid(f"No tool call found for function call output with call_id {call_id}.", f"{where}.call_id")
+        output = item.get("output")
+        if output is None:
+            raise invalid(f"Missing required parameter: '{where}.output'.", f"{where}.output")
+        self._end_turn()
+        self._messages.append(Message(role="tool", content=_decode_content(output, f"{where}.output"), tool_call_id=call_id))
+
+    def _reasoning(self, item: dict[str, Any], where: str) -> None:
+        token = item.get("encrypted_content")
+        _check_type(token, (str,), f"{where}.encrypted_content")
+        signature, redacted, _ = decode_reasoning_token(token, f"{where}.encrypted_content") if token else (None, None, {})
+        text = _reasoning_text(item, where)
+        if text or signature is not None or redacted is not None:
+            self._assistant().reasoning.append(Reasoning(text=text, signature=signature, redacted=redacted))
+
+
+def _item_reference(item: dict[str, Any], where: str) -> None:
+    raise invalid(
+        f"Input item type 'item_reference' at '{where}' is not supported for this destination: it refers to a "
+        "stored item, and this destination keeps none.",
+        f"{where}.type",
+    )
+
+
+def _reasoning_text(item: dict[str, Any], where: str) -> str:
+    """The summary texts of a reasoning item, else its raw reasoning texts, joined by blank lines."""
+    for key in ("summary", "content"):
+        parts = item.get(key)
+        if parts is None:
+            continue
+        if not isinstance(parts, list):
+            raise invalid(f"Invalid type for '{where}.{key}': expected an array.", f"{where}.{key}")
+        texts = []
+        for i, part in enumerate(parts):
+            if not isinstance(part, dict):
+                raise invalid(f"Invalid type for '{where}.{key}[{i}]': expected an object.", f"{where}.{key}[{i}]")
+            texts.append(_required_str(part, "text", f"{where}.{key}[{i}]"))
+        if texts:
+            return "\n\n".join(texts)
+    return ""
+
+
+def _decode_content(content: Any, where: str) -> list[Part]:
+    if isinstance(content, str):
+        return [TextPart(text=content)]
+    if not isinstance(content, list):
+        raise invalid(f"Invalid type for '{where}': expected a string or an array of content parts.", where)
+    return [_decode_part(part, f"{where}[{i}]") for i, part in enumerate(content)]
+
+
+def _decode_part(part: Any, where: str) -> Part:
+    if not isinstance(part, dict):
+        raise invalid(f"Invalid type for '{where}': expected an object.", where)
+    decoder = PART_DECODERS.get(part.get("type"))  # type: ignore[arg-type]
+    if decoder is None:
+        kind = part.get("type")
+        raise invalid(f"Unsupported content part type '{kind}' at '{where}' for this destination.", f"{where}.type")
+    return decoder(part, where)
+
+
+def _image_part(part: dict[str, Any], where: str) -> Part:
+    url, file_id = _optional_str(part, "image_url"), _optional_str(part, "file_id")
+    if url is not None:
+        return ImagePart(url=url, detail=_optional_str(part, "detail"))
+    if file_id is not None:
+        return FilePart(file_id=file_id)
+    raise invalid(f"Missing required parameter: '{where}.image_url' (or '{where}.file_id').", f"{where}.image_url")
+
+
+def _file_part(part: dict[str, Any], where: str) -> Part:
+    filename = _optional_str(part, "filename")
+    data, media_type = _optional_str(part, "file_data"), None
+    if data is not None and data.startswith("data:"):
+        header, _, data = data.partition(",")
+        media_type = header[5:].split(";", 1)[0] or None
+    elif data is not None and filename:
+        media_type = mimetypes.guess_type(filename)[0]
+    url, file_id = _optional_str(part, "file_url"), _optional_str(part, "file_id")
+    if data is None and url is None and file_id is None:
+        raise invalid(f"Missing required parameter: '{where}.file_data' (or file_url or file_id).", f"{where}.file_data")
+    return FilePart(media_type=media_type, data=data, url=url, file_id=file_id, filename=filename)
+
+
+PART_DECODERS: dict[str, Callable[[dict[str, Any], str], Part]] = {
+    "input_text": lambda part, where: TextPart(text=_required_str(part, "text", where)),
+    "output_text": lambda part, where: TextPart(text=_required_str(part, "text", where)),
+    "refusal": lambda part, where: TextPart(text=_required_str(part, "refusal", where)),
+    "input_image": _image_part,
+    "input_file": _file_part,
+}
+
+
+def custom_arguments(text: str) -> str:
+    """A custom tool's free-form input as canonical function-call arguments."""
+    return orjson.dumps({"input": text}).decode()
+
+
+def custom_input(arguments: str) -> str:
+    """Canonical arguments of a call to a custom tool -> its free-form input. A model that did not
+    wrap its input in {"input": ...} gets its arguments passed on as they are."""
+    try:
+        value = orjson.loads(arguments) if arguments else {}
+    except orjson.JSONDecodeError:
+        return arguments
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return value["input"]
+    return arguments
+
+
+def _decode_tools(tools: list[Any]) -> tuple[list[Tool], frozenset[str]]:
+    """Function and custom tools -> canonical tools (hosted ones dropped), and the custom tools' names."""
+    out: list[Tool] = []
+    custom: set[str] = set()
+    for i, tool in enumerate(tools):
+        kind, where = tool["type"], f"tools[{i}]"
+        description = _optional_str(tool, "description")
+        if kind == "function":
+            parameters = tool.get("parameters")
+            _check_type(parameters, (dict,), f"{where}.parameters")
+            strict = tool.get("strict") if isinstance(tool.get("strict"), bool) else None
+            out.append(Tool(name=tool["name"], description=description, parameters=parameters, strict=strict))
+        elif kind == "custom":
+            custom.add(tool["name"])
+            description = _custom_description(description, tool.get("format"))
+            out.append(Tool(name=tool["name"], description=description, parameters=CUSTOM_TOOL_PARAMETERS))
+    return out, frozenset(custom)
+
+
+def _custom_description(description: str | None, format: Any) -> str | None:
+    """A custom tool's grammar goes into the description: other models have no other way to see it."""
+    if not isinstance(format, dict) or format.get("type") != "grammar" or not isinstance(format.get("definition"), str):
+        return description
+    grammar = f"The input must follow this {format.get('syntax') or 'formal'} grammar:\n{format['definition']}"
+    return f"{description}\n\n{grammar}" if description else grammar
+
+
+def _decode_tool_choice(choice: Any, tools: list[Tool]) -> tuple[ToolChoice | None, list[Tool]]:
+    """tool_choice -> canonical (None for hosted tool types: the model decides); `allowed_tools`
+    narrows the canonical tools to the ones it names."""
+    if choice is None:
+        return None, tools
+    if isinstance(choice, str):
+        if choice not in TOOL_CHOICE_MODES:
+            raise invalid("Invalid value for 'tool_choice': expected auto, none, required or an object.", "tool_choice")
+        return ToolChoice(mode=choice), tools  # type: ignore[arg-type]
+    kind = choice.get("type")
+    if kind in NAMED_TOOL_TYPES:
+        return ToolChoice(mode="tool", name=_required_str(choice, "name", "tool_choice")), tools
+    if kind == "allowed_tools":
+        mode = choice.get("mode", "auto")
+        if mode not in ("auto", "required"):
+            raise invalid("Invalid value for 'tool_choice.mode': expected auto or required.", "tool_choice.mode")
+        allowed = choice.get("tools")
+        if not isinstance(allowed, list):
+            raise invalid("Missing required parameter: 'tool_choice.tools'.", "tool_choice.tools")
+        names = {t.get("name") for t in allowed if isinstance(t, dict)}
+        return ToolChoice(mode=mode), [t for t in tools if t.name in names]
+    if not isinstance(kind, str):
+        raise invalid("Missing required parameter: 'tool_choice.type'.", "tool_choice.type")
+    return None, tools
+
+
+def _decode_text_format(value: Any) -> ResponseFormat | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid("Invalid type for 'text.format': expected an object.", "text.format")
+    kind = value.get("type")
+    if kind not in FORMAT_TYPES:
+        raise invalid("Invalid value for 'text.format.type': expected text, json_object or json_schema.", "text.format.type")
+    if kind != "json_schema":
+        return ResponseFormat(type=kind)
+    schema = value.get("schema")
+    _check_type(schema, (dict,), "text.format.schema")
+    strict = value.get("strict") if isinstance(value.get("strict"), bool) else None
+    return ResponseFormat(type=kind, name=_optional_str(value, "name"), schema=schema, strict=strict)
+
+
+# --- reasoning tokens --------------------------------------------------------------------------
+
+
+def encode_reasoning_token(
+    signature: str | None, redacted: str | None, call_signatures: dict[str, str] | None = None
+) -> str | None:
+    """What the gateway puts in a reasoning item's `encrypted_content` (see the module docstring)."""
+    if signature is None and not call_signatures:
+        if redacted is None or not redacted.startswith(TOKEN_PREFIX):
+            return redacted
+    fields: dict[str, Any] = {"s": signature, "r": redacted, "c": call_signatures or None}
+    packed = orjson.dumps({k: v for k, v in fields.items() if v is not None})
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode()
+
+
+def decode_reasoning_token(token: str, where: str) -> tuple[str | None, str | None, dict[str, str]]:
+    """`encrypted_content` -> (signature, redacted, tool-call signatures by call id)."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None, token, {}
+    packed = token[len(TOKEN_PREFIX) :]
+    try:
+        fields = orjson.loads(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
+    except (binascii.Error, ValueError):
+        fields = None
+    if not isinstance(fields, dict):
+        raise invalid(f"Invalid '{where}': not reasoning content this gateway issued.", where)
+    signature, redacted, calls = fields.get("s"), fields.get("r"), fields.get("c", {})
+    strings = [v for v in (signature, redacted) if v is not None] + list(calls.values() if isinstance(calls, dict) else [None])
+    if not all(isinstance(v, str) for v in strings):
+        raise invalid(f"Invalid '{where}': not reasoning content this gateway issued.", where)
+    return signature, redacted, calls
+
+
+# --- responses: canonical -> Responses -----------------------------------------------------------
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def response_id(id: str) -> str:
+    """A Responses-looking id for a canonical id from any provider."""
+    return id if id.startswith("resp_") else f"resp_{id}" if id else new_id("resp_")
+
+
+def custom_tool_names(body: dict[str, Any]) -> frozenset[str]:
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return frozenset()
+    return frozenset(t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str))
+
+
+def _dict(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def build_response(
+    body: dict[str, Any],
+    *,
+    id: str,
+    model: str,
+    created_at: int,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: Usage | None,
+    incomplete_reason: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Response object, field for field as OpenAI returns one, request parameters echoed from `body`
+    (OpenAI's defaults where the client sent none)."""
+    done = status not in ("in_progress", "queued")  # usage and completion time come at the end
+    return {
+        "id": id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "background": body.get("background", False),
+        "completed_at": now() if status in ("completed", "incomplete") else None,
+        "error": error,
+        "frequency_penalty": body.get("frequency_penalty", 0.0),
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "model": model or body.get("model") or "",
+        "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "presence_penalty": body.get("presence_penalty", 0.0),
+        "previous_response_id": body.get("previous_response_id"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+        "prompt_cache_retention": body.get("prompt_cache_retention"),
+        "reasoning": {"effort": None, "summary": None, **_dict(body, "reasoning")},
+        "safety_identifier": body.get("safety_identifier"),
+        "service_tier": body.get("service_tier") or "default",
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}, "verbosity": "medium", **_dict(body, "text")},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_logprobs": body.get("top_logprobs", 0),
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "usage": encode_usage(usage or Usage()) if done else None,
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def _status(reason: FinishReason | None) -> tuple[str, str | None]:
+    incomplete = INCOMPLETE_REASONS.get(reason or "stop")
+    return ("incomplete" if incomplete else "completed"), incomplete
+
+
+def encode_response(response: ChatResponse, body: dict[str, Any]) -> dict[str, Any]:
+    """ChatResponse -> a Response object (choice 0: a Response has one), echoing `body`."""
+    choice = response.choices[0] if response.choices else None
+    message = choice.message if choice is not None else Message(role="assistant")
+    status, incomplete = _status(choice.finish_reason if choice is not None else None)
+    output = [reasoning_item(new_id("rs_"), r.text, r.signature, r.redacted) for r in message.reasoning]
+    text = message.text()
+    if text:
+        output.append(message_item(new_id("msg_"), text, "incomplete" if incomplete else "completed"))
+    custom = custom_tool_names(body)
+    signatures: dict[str, str] = {}
+    for call in message.tool_calls:
+        call_id = call.id or new_id("call_")
+        output.append(call_item(call_id, call.name, call.arguments, call.name in custom, "completed"))
+        if call.signature is not None:
+            signatures[call_id] = call.signature
+    if signatures:
+        output.append(reasoning_item(new_id("rs_"), "", None, None, signatures))
+    return build_response(
+        body,
+        id=response_id(response.id),
+        model=response.model,
+        created_at=response.created,
+        status=status,
+        output=output,
+        usage=response.usage,
+        incomplete_reason=incomplete,
+    )
+
+
+def output_text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+def message_item(id: str, text: str | None, status: str) -> dict[str, Any]:
+    """A message output item; `text` None for the empty item that opens a stream."""
+    content = [] if text is None else [output_text_part(text)]
+    return {"id": id, "type": "message", "status": status, "content": content, "role": "assistant"}
+
+
+def reasoning_item(
+    id: str, text: str, signature: str | None, redacted: str | None, call_signatures: dict[str, str] | None = None
+) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}] if text else []}
+    token = encode_reasoning_token(signature, redacted, call_signatures)
+    if token is not None:
+        item["encrypted_content"] = token
+    return item
+
+
+def call_item(call_id: str, name: str, arguments: str, custom: bool, status: str) -> dict[str, Any]:
+    """A function_call item, or a custom_tool_call item for a call to a custom tool."""
+    if custom:
+        return {
+            "id": "ctc_" + call_id.removeprefix("call_"), "type": "custom_tool_call", "status": status,
+            "call_id": call_id, "name": name, "input": custom_input(arguments),
+        }  # fmt: skip
+    return {
+        "id": "fc_" + call_id.removeprefix("call_"), "type": "function_call", "status": status,
+        "arguments": arguments, "call_id": call_id, "name": name,
+    }  # fmt: skip
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+
+def encode_usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_input_tokens or 0,
+            "cache_write_tokens": usage.cache_creation_input_tokens or 0,
+        },
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def decode_usage(usage: Any) -> Usage | None:
+    """A Responses `usage` object -> canonical (input tokens include cached ones in both)."""
+    if not isinstance(usage, dict):
+        return None
+    input_details = usage.get("input_tokens_details") or {}
+    output_details = usage.get("output_tokens_details") or {}
+    return Usage(
+        input_tokens=usage.get("input_tokens") or 0,
+        output_tokens=usage.get("output_tokens") or 0,
+        cached_input_tokens=input_details.get("cached_tokens"),
+        cache_creation_input_tokens=input_details.get("cache_write_tokens"),
+        reasoning_tokens=output_details.get("reasoning_tokens"),
+    )
+
+
+def usage_from_event(data: bytes) -> Usage | None:
+    """Canonical usage from the JSON of a terminal stream event (response.completed, .incomplete,
+    .failed) or of a whole Response object; None from anything else."""
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    if payload.get("type") in TERMINAL_EVENTS:
+        payload = payload.get("response")
+    elif payload.get("object") != "response":
+        return None
+    return decode_usage(payload.get("usage")) if isinstance(payload, dict) else None
+
+
+# --- streams: canonical -> Responses -------------------------------------------------------------
+
+
+class _OpenCall:
+    __slots__ = ("index", "item_id", "call_id", "name", "custom", "arguments")
+
+    def __init__(self, index: int, call_id: str, name: str, custom: bool) -> None:
+        self.index, self.call_id, self.name, self.custom = index, call_id, name, custom
+        self.item_id = call_item(call_id, name, "", custom, "in_progress")["id"]
+        self.arguments: list[str] = []
+
+
+class StreamEncoder:
+    """Canonical stream events -> Responses SSE, in the order OpenAI sends it: response.created,
+    response.in_progress, then per output item its added / part / delta / done events, and last
+    response.completed (or response.incomplete) carrying the whole Response, usage included.
+
+    One output item is open at a time, except tool calls: consecutive calls stay open together (so
+    interleaved argument deltas of parallel calls land in the right item) and close, in output
+    order, when another kind of delta or the finish arrives. A signed reasoning item closes on the
+    next reasoning text, so each signature keeps the text it signs. A custom tool's input is sent
+    whole when its call closes: canonical arguments are JSON, and the input is a string inside it.
+    Only choice 0 is rendered."""
+
+    def __init__(self, body: dict[str, Any], *, done_marker: bool = False) -> None:
+        self._body = body
+        self._done_marker = done_marker
+        self._custom = custom_tool_names(body)
+        self._sequence = 0
+        self._id = ""
+        self._model = ""
+        self._created = 0
+        self._started = False
+        self._output: dict[int, dict[str, Any]] = {}  # output index -> finished item
+        self._next_index = 0
+        self._open: dict[str, Any] | None = None  # the open message or reasoning item's state
+        self._calls: dict[int, _OpenCall] = {}  # open tool calls by canonical tool index
+        self._closed_calls: set[int] = set()
+        self._call_signatures: dict[str, str] = {}
+        self._reason: FinishReason | None = None
+        self._usage: Usage | None = None
+
+    # -- public
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, StreamStart):
+            return self._start(event.id, event.model, event.created)
+        if isinstance(event, UsageEvent):
+            self._usage = event.usage
+            return b""
+        if event.index != 0:
+            return b""
+        out = self._ensure_started()
+        if isinstance(event, TextDelta):
+            return out + self._text(event.text)
+        if isinstance(event, ReasoningDelta):
+            return out + self._reasoning(event)
+        if isinstance(event, ToolCallDelta):
+            return out + self._tool_call(event)
+        if isinstance(event, Finish):
+            self._reason = event.reason
+            return out + self._close_all()
+        return out
+
+    def finish(self) -> bytes:
+        out = self._ensure_started() + self._close_all() + self._signature_carrier()
+        status, incomplete = _status(self._reason)
+        response = self._response(status, incomplete_reason=incomplete)
+        out += self._event(f"response.{status}", {"response": response})
+        return out + self._done()
+
+    def error(self, error: GatewayError) -> bytes:
+        """An error after the stream started: an `error` event, then `response.failed` with the
+        items finished so far."""
+        out = self._ensure_started()
+        body = encode_error(error)["error"]
+        fields = {"code": body["code"] or body["type"], "message": error.message, "param": error.param}
+        out += self._event("error", fields)
+        failure = {"code": FAILED_CODES.get(error.kind, "server_error"), "message": error.message}
+        out += self._event("response.failed", {"response": self._response("failed", error=failure)})
+        return out + self._done()
+
+    # -- framing and lifecycle
+
+    def _event(self, kind: str, fields: dict[str, Any]) -> bytes:
+        payload = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return sse_frame(orjson.dumps(payload), kind)
+
+    def _done(self) -> bytes:
+        return b"data: [DONE]\n\n" if self._done_marker else b""
+
+    def _response(self, status: str, **fields: Any) -> dict[str, Any]:
+        output = [self._output[i] for i in sorted(self._output)]
+        return build_response(
+            self._body, id=self._id, model=self._model, created_at=self._created, status=status, output=output,
+            usage=self._usage, **fields,
+        )  # fmt: skip
+
+    def _start(self, id: str, model: str, created: int) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        self._id, self._model, self._created = response_id(id), model, created
+        response = self._response("in_progress")
+        return self._event("response.created", {"response": response}) + self._event(
+            "response.in_progress", {"response": response}
+        )
+
+    def _ensure_started(self) -> bytes:
+        return b"" if self._started else self._start("", "", now())
+
+    def _allocate(self) -> int:
+        index, self._next_index = self._next_index, self._next_index + 1
+        return index
+
+    def _item_done(self, index: int, item: dict[str, Any]) -> bytes:
+        self._output[index] = item
+        return self._event("response.output_item.done", {"output_index": index, "item": item})
+
+    def _close_all(self) -> bytes:
+        return self._close_open() + self._close_calls()
+
+    # -- message items
+
+    def _text(self, text: str) -> bytes:
+        if not text:
+            return b""
+        out = b""
+        if self._open is None or self._open["kind"] != "message":
+            out += self._close_all()
+            out += self._open_message()
+        state = self._open
+        assert state is not None
+        state["text"].append(text)
+        fields = {"item_id": state["id"], "output_index": state["index"], "content_index": 0, "delta": text}
+        return out + self._event("response.output_text.delta", {**fields, "logprobs": []})
+
+    def _open_message(self) -> bytes:
+        index, item_id = self._allocate(), new_id("msg_")
+        self._open = {"kind": "message", "index": index, "id": item_id, "text": []}
+        item = message_item(item_id, None, "in_progress")
+        out = self._event("response.output_item.added", {"output_index": index, "item": item})
+        part = {"item_id": item_id, "output_index": index, "content_index": 0, "part": output_text_part("")}
+        return out + self._event("response.content_part.added", part)
+
+    def _close_message(self, state: dict[str, Any]) -> bytes:
+        text, index, item_id = "".join(state["text"]), state["index"], state["id"]
+        where = {"item_id": item_id, "output_index": index, "content_index": 0}
+        out = self._event("response.output_text.done", {**where, "text": text, "logprobs": []})
+        out += self._event("response.content_part.done", {**where, "part": output_text_part(text)})
+        status = "incomplete" if self._reason in INCOMPLETE_REASONS else "completed"
+        return out + self._item_done(index, message_item(item_id, text, status))
+
+    # -- reasoning items
+
+    def _reasoning(self, event: ReasoningDelta) -> bytes:
+        if event.redacted is not None:
+            out = self._close_all() + self._open_reasoning()
+            assert self._open is not None
+            self._open["redacted"] = event.redacted
+            return out + self._close_open()
+        if not event.text and event.signature is None:
+            return b""
+        out = b""
+        state = self._open
+        if state is None or state["kind"] != "reasoning" or (event.text and state["signature"] is not None):
+            out += self._close_all() + self._open_reasoning()
+            state = self._open
+        assert state is not None
+        if event.text:
+            where = {"item_id": state["id"], "output_index": state["index"], "summary_index": 0}
+            if not state["text"]:
+                part = {"type": "summary_text", "text": ""}
+                out += self._event("response.reasoning_summary_part.added", {**where, "part": part})
+            state["text"].append(event.text)
+            out += self._event("response.reasoning_summary_text.delta", {**where, "delta": event.text})
+        if event.signature is not None:
+            state["signature"] = (state["signature"] or "") + event.signature
+        return out
+
+    def _open_reasoning(self) -> bytes:
+        index, item_id = self._allocate(), new_id("rs_")
+        self._open = {"kind": "reasoning", "index": index, "id": item_id, "text": [], "signature": None, "redacted": None}
+        item = {"id": item_id, "type": "reasoning", "summary": []}
+        return self._event("response.output_item.added", {"output_index": index, "item": item})
+
+    def _close_reasoning(self, state: dict[str, Any]) -> bytes:
+        text, index, item_id = "".join(state["text"]), state["index"], state["id"]
+        out = b""
+        if text:
+            where = {"item_id": item_id, "output_index": index, "summary_index": 0}
+            out += self._event("response.reasoning_summary_text.done", {**where, "text": text})
+            part = {"type": "summary_text", "text": text}
+            out += self._event("response.reasoning_summary_part.done", {**where, "part": part})
+        return out + self._item_done(index, reasoning_item(item_id, text, state["signature"], state["redacted"]))
+
+    def _close_open(self) -> bytes:
+        state, self._open = self._open, None
+        if state is None:
+            return b""
+        return self._close_message(state) if state["kind"] == "message" else self._close_reasoning(state)
+
+    # -- tool-call items
+
+    def _tool_call(self, event: ToolCallDelta) -> bytes:
+        if event.tool_index in self._closed_calls:
+            return b""  # a fragment of a call already closed by other output: it cannot be reopened
+        out = b""
+        call = self._calls.get(event.tool_index)
+        if call is None:
+            out += self._close_open()
+            call = _OpenCall(self._allocate(), event.id or new_id("call_"), event.name or "", (event.name or "") in self._custom)
+            self._calls[event.tool_index] = call
+            item = call_item(call.call_id, call.name, "", call.custom, "in_progress")
+            out += self._event("response.output_item.added", {"output_index": call.index, "item": item})
+        if event.signature is not None:
+            self._call_signatures[call.call_id] = event.signature
+        if event.arguments:
+            call.arguments.append(event.arguments)
+            if not call.custom:
+                fields = {"item_id": call.item_id, "output_index": call.index, "delta": event.arguments}
+                out += self._event("response.function_call_arguments.delta", fields)
+        return out
+
+    def _close_calls(self) -> bytes:
+        out = b""
+        for tool_index, call in sorted(self._calls.items(), key=lambda entry: entry[1].index):
+            self._closed_calls.add(tool_index)
+            arguments = "".join(call.arguments)
+            where = {"item_id": call.item_id, "output_index": call.index}
+            if call.custom:
+                text = custom_input(arguments)
+                if text:
+                    out += self._event("response.custom_tool_call_input.delta", {**where, "delta": text})
+                out += self._event("response.custom_tool_call_input.done", {**where, "input": text})
+            else:
+                out += self._event("response.function_call_arguments.done", {**where, "arguments": arguments})
+            out += self._item_done(call.index, call_item(call.call_id, call.name, arguments, call.custom, "completed"))
+        self._calls.clear()
+        return out
+
+    def _signature_carrier(self) -> bytes:
+        """Tool-call signatures ride in one last reasoning item (see the module docstring)."""
+        if not self._call_signatures:
+            return b""
+        index, item_id = self._allocate(), new_id("rs_")
+        added = self._event("response.output_item.added", {"output_index": index, "item": reasoning_item(item_id, "", None, None)})
+        signatures, self._call_signatures = self._call_signatures, {}
+        return added + self._item_done(index, reasoning_item(item_id, "", None, None, signatures))
