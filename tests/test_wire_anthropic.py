@@ -614,3 +614,47 @@ def test_provider_check_config() -> None:
     keyed = DestinationConfig(provider="anthropic", model="m", api_key="k")
     assert AnthropicProvider.check_config(keyed, frozenset({"chat"})) is None
     assert AnthropicProvider.check_config(keyed, frozenset({"embeddings"}))[0] == "provider"  # type: ignore[index]
+
+
+# --- thinking <-> reasoning effort ---------------------------------------------------------------
+
+
+def _thinking_request(**fields: Any) -> ChatRequest:
+    return ChatRequest(model="e", messages=[Message(role="user", content=[TextPart(text="hi")])], **fields)
+
+
+@pytest.mark.parametrize(
+    "thinking, effort",
+    [
+        ({"type": "enabled", "budget_tokens": 1024}, "low"),
+        ({"type": "enabled", "budget_tokens": 5000}, "medium"),
+        ({"type": "enabled", "budget_tokens": 20000}, "high"),
+        ({"type": "enabled", "budget_tokens": 64000}, "high"),
+        ({"type": "disabled"}, None),
+    ],
+)
+def test_thinking_decodes_to_a_reasoning_effort(thinking: dict[str, Any], effort: str | None) -> None:
+    body = {"model": "e", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], "thinking": thinking}
+    assert wire.decode_request(body).reasoning_effort == effort
+
+
+def test_reasoning_effort_encodes_to_thinking_with_room_in_max_tokens() -> None:
+    body = wire.encode_request(_thinking_request(reasoning_effort="medium"), "claude-sonnet-4-5", stream=False)
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+    assert body["max_tokens"] == wire.DEFAULT_MAX_TOKENS + 8192
+    clamped = wire.encode_request(_thinking_request(reasoning_effort="high", max_tokens=5000), "claude-opus-4-1", stream=False)
+    assert clamped["thinking"] == {"type": "enabled", "budget_tokens": 4999} and clamped["max_tokens"] == 5000
+
+
+@pytest.mark.parametrize(
+    "model, fields",
+    [
+        ("claude-3-5-haiku-latest", {}),  # a model that does not think
+        ("claude-sonnet-4-5", {"temperature": 0.2}),  # thinking requires default sampling
+        ("claude-sonnet-4-5", {"tool_choice": ToolChoice(mode="required")}),  # and no forced tool
+        ("claude-sonnet-4-5", {"max_tokens": 1000}),  # no room for the minimum budget
+    ],
+)
+def test_reasoning_effort_is_dropped_where_anthropic_would_refuse_thinking(model: str, fields: dict[str, Any]) -> None:
+    body = wire.encode_request(_thinking_request(reasoning_effort="low", **fields), model, stream=False)
+    assert "thinking" not in body

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -39,8 +40,9 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "tool_choice": (dict,), "temperature": _NUMBER, "top_p": _NUMBER, "stop_sequences": (list,),
     "stream": (bool,), "metadata": (dict,),
 }  # fmt: skip
-# Canonical request attributes Anthropic takes as they are, by Anthropic field name. Canonical `seed`,
-# `reasoning_effort` and `include_usage` have no Anthropic counterpart and are dropped.
+# Canonical request attributes Anthropic takes as they are, by Anthropic field name. Canonical `seed`
+# and `include_usage` have no Anthropic counterpart and are dropped; `reasoning_effort` maps to
+# `thinking` (see `_thinking`).
 SCALAR_FIELDS = {"temperature": "temperature", "top_p": "top_p", "stop": "stop_sequences"}
 # tool_choice.type -> canonical mode, and back.
 TOOL_CHOICE_MODES = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
@@ -51,6 +53,14 @@ COUNT_TOKENS_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_c
 EXTRA_FIELD_TYPES: dict[str, tuple[type, ...]] = {"top_k": (int,), "thinking": (dict,)}
 _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
 ROLES = ("user", "assistant")
+
+# reasoning_effort -> thinking.budget_tokens (Anthropic's minimum budget is 1024). Decoding a budget
+# takes the smallest of the efforts every reasoning provider knows (low, medium, high) that covers it.
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
+DECODED_EFFORTS = ("low", "medium", "high")
+MIN_THINKING_BUDGET = 1024
+# Models that think: Claude 3.7 and every Claude 4 and later (their names carry the version).
+_THINKING_MODEL = re.compile(r"claude-(3-7|[a-z]+-[4-9]|[4-9])")
 
 # stop_reason -> canonical finish reason, and back (canonical reasons have one Anthropic spelling).
 STOP_REASONS: dict[str, FinishReason] = {
@@ -128,11 +138,23 @@ def decode_request(body: Any) -> ChatRequest:
         max_tokens=body["max_tokens"],
         stop=list(stop),
         user=metadata.get("user_id") if isinstance(metadata.get("user_id"), str) else None,
+        reasoning_effort=_decode_thinking(body.get("thinking")),
         stream=bool(body.get("stream")),
         include_usage=True,  # Anthropic streams always carry usage
         extra={k: v for k, v in body.items() if k not in FIELD_TYPES},
         extra_wire=WIRE,
     )
+
+
+def _decode_thinking(thinking: Any) -> str | None:
+    """`thinking` -> a reasoning effort, for providers that take one (an Anthropic destination gets
+    the original `thinking` back from `extra`)."""
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int):
+        return "medium"
+    return next((effort for effort in DECODED_EFFORTS if budget <= THINKING_BUDGETS[effort]), "high")
 
 
 def _blocks(content: Any, where: str) -> list[Any]:
@@ -313,11 +335,37 @@ def encode_request(request: ChatRequest, model: str, stream: bool) -> dict[str, 
             body[field] = value
     if request.user:
         body["metadata"] = {"user_id": request.user}
+    if "thinking" not in body:
+        body.update(_thinking(request, model, body["max_tokens"]))
     if stream:
         body["stream"] = True
     else:
         body.pop("stream", None)
     return body
+
+
+def _thinking(request: ChatRequest, model: str, max_tokens: int) -> dict[str, Any]:
+    """reasoning_effort -> `thinking` with a token budget, only where Anthropic accepts it: a model
+    that thinks, no sampling settings (thinking requires the defaults), no forced tool, and room in
+    max_tokens (the budget counts against it: raised when the client left it unset). Elsewhere the
+    effort is dropped rather than turned into an error."""
+    effort = request.reasoning_effort
+    if effort not in THINKING_BUDGETS or not _THINKING_MODEL.search(model):
+        return {}
+    if request.temperature not in (None, 1) or request.top_p is not None:
+        return {}
+    if request.tool_choice is not None and request.tool_choice.mode in ("required", "tool"):
+        return {}
+    budget = THINKING_BUDGETS[effort]
+    out: dict[str, Any] = {}
+    if request.max_tokens is None:
+        out["max_tokens"] = max_tokens + budget
+    elif budget >= max_tokens:
+        budget = max_tokens - 1
+        if budget < MIN_THINKING_BUDGET:
+            return {}
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    return out
 
 
 def _native_output_format(value: ResponseFormat | None) -> dict[str, Any] | None:
