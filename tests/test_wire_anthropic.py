@@ -186,7 +186,7 @@ def _blocks(role: str, *blocks: dict[str, Any]) -> dict[str, Any]:
         (_body(max_tokens="10"), "max_tokens"),
         (_body(max_tokens=True), "max_tokens"),
         (_body(messages=[]), "messages"),
-        (_body(messages=[{"role": "system", "content": "x"}]), "messages[0].role"),
+        (_body(messages=[{"role": "developer", "content": "x"}]), "messages[0].role"),
         (_body(messages=[{"role": "user"}]), "messages[0].content"),
         (_body(system=5), "system"),
         (_body(system=[{"type": "image"}]), "system[0].type"),
@@ -658,3 +658,21 @@ def test_reasoning_effort_encodes_to_thinking_with_room_in_max_tokens() -> None:
 def test_reasoning_effort_is_dropped_where_anthropic_would_refuse_thinking(model: str, fields: dict[str, Any]) -> None:
     body = wire.encode_request(_thinking_request(reasoning_effort="low", **fields), model, stream=False)
     assert "thinking" not in body
+
+
+def test_system_messages_inside_messages_are_kept_in_place() -> None:
+    """Claude Code sends mid-conversation system messages for models it does not know by name."""
+    body = _body(messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "Tools changed."}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "go"},
+    ])  # fmt: skip
+    request = wire.decode_request(body)
+    assert [(m.role, m.text()) for m in request.messages] == [
+        ("user", "hi"), ("system", "Tools changed."), ("assistant", "ok"), ("system", "Be brief."), ("user", "go"),
+    ]  # fmt: skip
+    encoded = wire.encode_request(request, "claude-sonnet-4-5", stream=False)
+    assert encoded["system"] == "Tools changed.\n\nBe brief."
+    assert [turn["role"] for turn in encoded["messages"]] == ["user", "assistant", "user"]

@@ -179,7 +179,7 @@ def estimate_request_tokens(request: ChatRequest) -> int:
         chars += sum(len(call.name) + len(call.arguments) for call in message.tool_calls)
         chars += sum(len(reasoning.text) for reasoning in message.reasoning)
     chars += sum(len(msgspec.json.encode(tool)) for tool in request.tools)
-    return (chars + 1) // 4 + attachments * ATTACHMENT_TOKEN_ESTIMATE
+    return max(1, (chars + 1) // 4) + attachments * ATTACHMENT_TOKEN_ESTIMATE  # a request is never free
 
 
 class Choice(Struct):

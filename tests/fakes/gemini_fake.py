@@ -101,6 +101,12 @@ def parse_turn(body: dict[str, Any]) -> Turn:
                 turn.texts.append(json.dumps(g(g(part, "functionCall"), "args") or {}, ensure_ascii=False))
             elif g(part, "functionResponse"):
                 turn.texts.append(_response_text(part))
+    trailing: list[str] = []  # user texts after the last model turn, for tool directives
+    for content in reversed(contents):
+        if content.get("role", "user") != "user":
+            break
+        trailing[:0] = [str(p["text"]) for p in _parts(content) if "text" in p and not p.get("thought")]
+    turn.directive_text = " ".join(trailing)
     for content in reversed(contents):
         parts = _parts(content)
         if content.get("role", "user") == "user" and not any(g(p, "functionResponse") for p in parts):

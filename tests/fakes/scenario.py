@@ -8,6 +8,17 @@ picks a :class:`Scenario` (normal answer, error, slow, hang, drop, ...).
 Rules (shared by all vendors):
 
 * last message is a tool result      -> text ``"tool said: <results joined by ' | '>"``
+* tools declared, last message from the user, tool choice not "none", and the
+  last user message's text (any of its text parts, e.g. after system-reminder
+  blocks; for Gemini any user text after the last model turn) holds directives
+  ``[[tool NAME {JSON object}]]`` naming declared tools
+                                     -> one call per such directive, in order, to
+                                        NAME with exactly those arguments (a forced
+                                        tool choice keeps only directives naming it;
+                                        a directive with an undeclared tool or bad
+                                        JSON is ignored).  Lets a prompt make a real
+                                        agent (Claude Code) run a real tool, e.g.
+                                        ``[[tool Bash {"command": "echo hi"}]]``
 * tools declared, last message from the user, tool choice not "none"
                                      -> tool call(s) to the first declared tool
                                         (or the forced one), args ``{"query": <user text>}``;
@@ -65,6 +76,10 @@ class Turn:
     system: str | None = None
     last_kind: str = "user"  # user | tool | assistant
     user_text: str = ""  # text of the last user message (parts joined by " ")
+    # Where tool directives are looked for when not only in user_text: every user-side text after
+    # the last assistant turn (a vendor without mid-conversation system messages may get them as
+    # extra user turns after the one holding the directive).
+    directive_text: str | None = None
     images: int = 0  # image parts in the last user message
     tool_results: list[str] = field(default_factory=list)  # trailing tool results
     tools: list[str] = field(default_factory=list)  # declared client tool names
@@ -131,11 +146,40 @@ def _has_word(text: str, word: str) -> bool:
     return re.search(rf"\b{re.escape(word)}\b", text, re.IGNORECASE) is not None
 
 
+# [[tool NAME {...}]]: the arguments end at the last "}" before "]]", so nested objects work.
+_DIRECTIVE_RE = re.compile(r"\[\[tool\s+([^\s\[\]{}]+)\s*(\{.*?\})\s*\]\]", re.DOTALL)
+
+
+def tool_directives(text: str, tools: list[str], tool_choice: str = "auto") -> list[ToolCall]:
+    """The calls asked for by ``[[tool NAME {JSON object}]]`` directives in ``text``.
+
+    Only declared tools count (and only the forced one under a ``name:`` tool choice); a
+    directive whose arguments are not a JSON object is ignored.
+    """
+    forced = tool_choice[5:] if tool_choice.startswith("name:") else None
+    calls = []
+    for m in _DIRECTIVE_RE.finditer(text):
+        name = m.group(1)
+        if name not in tools or (forced is not None and name != forced):
+            continue
+        try:
+            args = json.loads(m.group(2))
+        except ValueError:
+            continue
+        if isinstance(args, dict):
+            calls.append(ToolCall(name, args))
+    return calls
+
+
 def answer(turn: Turn) -> Answer:
     out = Answer(input_tokens=turn.input_tokens)
     if turn.last_kind == "tool":
         text = "tool said: " + " | ".join(turn.tool_results)
     elif turn.tools and turn.tool_choice != "none" and turn.last_kind == "user":
+        directive_text = turn.user_text if turn.directive_text is None else turn.directive_text
+        if directed := tool_directives(directive_text, turn.tools, turn.tool_choice):
+            out.calls = directed
+            return out
         name = turn.tool_choice[5:] if turn.tool_choice.startswith("name:") else turn.tools[0]
         names = [name]
         if _has_word(turn.user_text, "parallel"):

@@ -52,7 +52,9 @@ COUNT_TOKENS_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_c
 # Fields without a canonical meaning (kept in `extra`) whose type is still worth checking.
 EXTRA_FIELD_TYPES: dict[str, tuple[type, ...]] = {"top_k": (int,), "thinking": (dict,)}
 _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
-ROLES = ("user", "assistant")
+# "system" inside `messages`: Claude Code sends mid-conversation system messages (for models it does
+# not know by name) besides the top-level system prompt.
+ROLES = ("user", "assistant", "system")
 
 # reasoning_effort -> thinking.budget_tokens (Anthropic's minimum budget is 1024). Decoding a budget
 # takes the smallest of the efforts every reasoning provider knows (low, medium, high) that covers it.
@@ -104,7 +106,7 @@ def validate_request(body: Any) -> None:
         if not isinstance(message, dict):
             raise invalid(f"Invalid type for 'messages[{i}]': expected an object.", f"messages[{i}]")
         if message.get("role") not in ROLES:
-            raise invalid(f"Invalid value for 'messages[{i}].role': expected user or assistant.", f"messages[{i}].role")
+            raise invalid(f"Invalid value for 'messages[{i}].role': expected user, assistant or system.", f"messages[{i}].role")
         if not isinstance(message.get("content"), (str, list)):
             where = f"messages[{i}].content"
             raise invalid(f"Invalid type for '{where}': expected a string or an array of content blocks.", where)
@@ -181,12 +183,12 @@ def _required_str(block: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _decode_system(system: Any) -> Message | None:
+def _decode_system(system: Any, at: str = "system") -> Message | None:
     if system is None or system == "":
         return None
     parts: list[Part] = []
-    for i, block in enumerate(_blocks(system, "system")):
-        where = f"system[{i}]"
+    for i, block in enumerate(_blocks(system, at)):
+        where = f"{at}[{i}]"
         if _block_type(block, where) != "text":
             raise invalid(f"Invalid value for '{where}.type': system blocks must be text.", f"{where}.type")
         parts.append(TextPart(text=_required_str(block, "text", where)))
@@ -196,6 +198,9 @@ def _decode_system(system: Any) -> Message | None:
 def _decode_message(message: dict[str, Any], where: str) -> list[Message]:
     """One Anthropic message -> canonical messages: a user turn's tool results become "tool" messages
     (in their place), its other blocks a user message; an assistant turn stays one message."""
+    if message["role"] == "system":
+        system = _decode_system(message["content"], f"{where}.content")
+        return [system] if system is not None else []
     blocks = _blocks(message["content"], f"{where}.content")
     if message["role"] == "user":
         out: list[Message] = []

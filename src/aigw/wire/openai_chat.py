@@ -7,6 +7,7 @@ format, so each mapping is written once.
 
 from __future__ import annotations
 
+import mimetypes
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from aigw.canonical import (
     Choice,
     FilePart,
     Finish,
+    FinishReason,
     ImagePart,
     Message,
     Part,
@@ -64,6 +66,19 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
 ROLES = ("system", "developer", "user", "assistant", "tool")
+# Content parts that are text under another name: part type -> the field holding the text. An
+# assistant message replayed from a refused answer carries a `refusal` part (valid OpenAI input).
+TEXT_PARTS = {"text": "text", "refusal": "refusal"}
+# Upstream finish_reason -> canonical. Anything else (Together's `eos`, TGI's `eos_token`, z.ai's
+# `abort`, ...) is a plain end: `stop`, or `tool_calls` when the choice made calls. Canonical
+# FinishReason is a closed set other encoders index tables with, so nothing unmapped may pass.
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",  # the legacy functions API
+    "content_filter": "content_filter",
+}
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -84,7 +99,9 @@ def validate_request(body: Any) -> None:
         # bool is an int in Python; only "a boolean" fields may hold one.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise invalid(f"Invalid type for '{field}': expected {_type_name(types)}.", field)
-    if "model" not in body:
+    # Required fields given as null are missing: the type loop above skips nulls (optional fields
+    # may be null), and a null model would otherwise surface later as a 404 for endpoint 'None'.
+    if body.get("model") is None:
         raise invalid("Missing required parameter: 'model'.", "model")
     messages = body.get("messages")
     if not messages:
@@ -154,7 +171,7 @@ def _decode_message(message: dict[str, Any], where: str) -> Message:
     reasoning_text = message.get("reasoning_content") or message.get("reasoning")
     return Message(
         role="assistant",
-        content=parts,
+        content=parts + _refusal_parts(message),
         tool_calls=[_decode_tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(tool_calls)],
         reasoning=[Reasoning(text=reasoning_text)] if isinstance(reasoning_text, str) and reasoning_text else [],
     )
@@ -174,10 +191,11 @@ def _decode_part(part: Any, where: str) -> Part:
     if not isinstance(part, dict):
         raise invalid(f"Invalid type for '{where}': expected an object.", where)
     kind = part.get("type")
-    if kind == "text":
-        text = part.get("text")
+    field = TEXT_PARTS.get(kind) if isinstance(kind, str) else None
+    if field is not None:
+        text = part.get(field)
         if not isinstance(text, str):
-            raise invalid(f"Missing required parameter: '{where}.text'.", f"{where}.text")
+            raise invalid(f"Missing required parameter: '{where}.{field}'.", f"{where}.{field}")
         return TextPart(text=text)
     if kind == "image_url":
         image = part.get("image_url")
@@ -196,6 +214,13 @@ def _decode_part(part: Any, where: str) -> Part:
             media_type = header[5:].split(";", 1)[0]
         return FilePart(media_type=media_type, data=data, file_id=file.get("file_id"), filename=file.get("filename"))
     raise invalid(f"Unsupported content part type '{kind}' at '{where}' for this endpoint's provider.", f"{where}.type")
+
+
+def _refusal_parts(message: dict[str, Any]) -> list[Part]:
+    """An assistant message's `refusal` (a refused answer, with null content): canonical has no
+    refusal, so it travels as the message's text."""
+    refusal = message.get("refusal")
+    return [TextPart(text=refusal)] if isinstance(refusal, str) and refusal else []
 
 
 def _decode_tool_call(call: Any, where: str) -> ToolCall:
@@ -243,8 +268,10 @@ def _decode_response_format(value: Any) -> ResponseFormat | None:
     if kind not in ("text", "json_object", "json_schema"):
         raise invalid("Invalid value for 'response_format.type'.", "response_format.type")
     schema = value.get("json_schema") or {}
-    if kind == "json_schema" and not isinstance(schema, dict):
-        raise invalid("Invalid type for 'response_format.json_schema'.", "response_format.json_schema")
+    if not isinstance(schema, dict):
+        if kind == "json_schema":
+            raise invalid("Invalid type for 'response_format.json_schema': expected an object.", "response_format.json_schema")
+        schema = {}  # meaningless for the other types: ignored, as it is when it is an object
     return ResponseFormat(type=kind, name=schema.get("name"), schema=schema.get("schema"), strict=schema.get("strict"))
 
 
@@ -252,7 +279,7 @@ def encode_request(request: ChatRequest, model: str, stream: bool) -> dict[str, 
     """ChatRequest -> an upstream chat-completions body for `model`."""
     body: dict[str, Any] = dict(request.extra) if request.extra_wire == WIRE else {}
     body["model"] = model
-    body["messages"] = [_encode_message(m) for m in request.messages]
+    body["messages"] = [_encode_message(m, f"messages[{i}]") for i, m in enumerate(request.messages)]
     if request.tools:
         body["tools"] = [_encode_tool(t) for t in request.tools]
     if request.tool_choice is not None:
@@ -284,7 +311,7 @@ def encode_request(request: ChatRequest, model: str, stream: bool) -> dict[str, 
     return body
 
 
-def _encode_message(message: Message) -> dict[str, Any]:
+def _encode_message(message: Message, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role}
     if message.role == "assistant":
         text = message.text()
@@ -302,13 +329,13 @@ def _encode_message(message: Message) -> dict[str, Any]:
     if message.role == "system" or all(isinstance(p, TextPart) for p in message.content):
         out["content"] = message.text()
     else:
-        out["content"] = [_encode_part(p) for p in message.content]
+        out["content"] = [_encode_part(p, f"{where}.content[{j}]") for j, p in enumerate(message.content)]
     if message.name:
         out["name"] = message.name
     return out
 
 
-def _encode_part(part: Part) -> dict[str, Any]:
+def _encode_part(part: Part, where: str) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     if isinstance(part, ImagePart):
@@ -316,13 +343,23 @@ def _encode_part(part: Part) -> dict[str, Any]:
         if part.detail:
             image["detail"] = part.detail
         return {"type": "image_url", "image_url": image}
+    if part.data is None and not part.file_id:
+        # Chat completions takes files inline or by id only; an empty `file` would be a confusing
+        # upstream 400, so say here which part cannot go.
+        raise invalid(
+            f"The file at '{where}' is given by URL, which chat completions cannot take: send its data or a file id.",
+            where,
+        )
+    media_type = part.media_type or "application/pdf"
     file: dict[str, Any] = {}
     if part.data is not None:
-        file["file_data"] = f"data:{part.media_type or 'application/pdf'};base64,{part.data}"
+        file["file_data"] = f"data:{media_type};base64,{part.data}"
     if part.file_id:
         file["file_id"] = part.file_id
-    if part.filename:
-        file["filename"] = part.filename
+    if part.filename or part.data is not None:
+        # OpenAI rejects file_data without a filename; Gemini inlineData and untitled Anthropic
+        # documents have none, so name it after its type (document.pdf).
+        file["filename"] = part.filename or "document" + (mimetypes.guess_extension(media_type) or "")
     return {"type": "file", "file": file}
 
 
@@ -377,6 +414,15 @@ def encode_usage(usage: Usage) -> dict[str, Any]:
     return out
 
 
+def decode_finish(reason: Any, has_calls: bool, refused: bool) -> FinishReason | None:
+    """An upstream finish_reason -> canonical (None while the choice goes on); see FINISH_REASONS.
+    A refusal that ended normally is reported as what it is: `content_filter`."""
+    if not reason:
+        return None
+    mapped = FINISH_REASONS.get(str(reason)) or ("tool_calls" if has_calls else "stop")
+    return "content_filter" if refused and mapped == "stop" else mapped
+
+
 def decode_response(data: dict[str, Any]) -> ChatResponse:
     choices = []
     for i, choice in enumerate(data.get("choices") or []):
@@ -384,12 +430,13 @@ def decode_response(data: dict[str, Any]) -> ChatResponse:
         calls = message.get("tool_calls") or []
         reasoning_text = message.get("reasoning_content") or message.get("reasoning")
         content = message.get("content")
+        refusal = _refusal_parts(message)
         choices.append(
             Choice(
                 index=choice.get("index", i),
                 message=Message(
                     role="assistant",
-                    content=[TextPart(text=content)] if isinstance(content, str) and content else [],
+                    content=([TextPart(text=content)] if isinstance(content, str) and content else []) + refusal,
                     tool_calls=[
                         ToolCall(
                             id=c.get("id") or "",
@@ -400,7 +447,7 @@ def decode_response(data: dict[str, Any]) -> ChatResponse:
                     ],
                     reasoning=[Reasoning(text=reasoning_text)] if isinstance(reasoning_text, str) and reasoning_text else [],
                 ),
-                finish_reason=choice.get("finish_reason"),
+                finish_reason=decode_finish(choice.get("finish_reason"), bool(calls), bool(refusal)),
             )
         )
     return ChatResponse(
@@ -448,10 +495,18 @@ def new_id() -> str:
 
 
 class StreamDecoder:
-    """Upstream chat-completion chunks -> canonical stream events."""
+    """Upstream chat-completion chunks -> canonical stream events.
+
+    Per choice it remembers the ids of its tool calls (to number calls sent without `index`, and to
+    map finish reasons), whether it refused, and whether it finished (one Finish per choice, and one
+    at the end for a choice the upstream cut off)."""
 
     def __init__(self) -> None:
         self._started = False
+        self._calls: dict[int, dict[int, str | None]] = {}  # choice index -> its calls: tool index -> id
+        self._refused: set[int] = set()
+        self._open: set[int] = set()  # choices seen and not finished
+        self._finished: set[int] = set()
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         data = event.data
@@ -471,31 +526,61 @@ class StreamDecoder:
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
             delta = choice.get("delta") or {}
+            if index not in self._finished:
+                self._open.add(index)
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
                 events.append(ReasoningDelta(text=reasoning, index=index))
             if delta.get("content"):
                 events.append(TextDelta(text=delta["content"], index=index))
+            if delta.get("refusal"):  # canonical has no refusal: it is the answer's text
+                self._refused.add(index)
+                events.append(TextDelta(text=delta["refusal"], index=index))
             for call in delta.get("tool_calls") or ():
                 function = call.get("function") or {}
                 events.append(
                     ToolCallDelta(
-                        tool_index=call.get("index", 0),
+                        tool_index=self._tool_index(index, call),
                         id=call.get("id"),
                         name=function.get("name"),
                         arguments=function.get("arguments") or "",
                         index=index,
                     )
                 )
-            if choice.get("finish_reason"):
-                events.append(Finish(reason=choice["finish_reason"], index=index))
+            reason = decode_finish(choice.get("finish_reason"), bool(self._calls.get(index)), index in self._refused)
+            if reason is not None and index not in self._finished:
+                self._open.discard(index)
+                self._finished.add(index)
+                events.append(Finish(reason=reason, index=index))
         usage = decode_usage(chunk.get("usage"))
         if usage is not None:
             events.append(UsageEvent(usage=usage))
         return events
 
+    def _tool_index(self, index: int, call: dict[str, Any]) -> int:
+        """The tool index of a call delta. Some servers (Gemini's OpenAI endpoint, SGLang,
+        mistral.rs) leave `index` out: there a delta with an id not seen before opens the next call,
+        and one without continues the choice's last call."""
+        calls = self._calls.setdefault(index, {})
+        call_id = call.get("id")
+        tool_index = call.get("index")
+        if not isinstance(tool_index, int):
+            last = max(calls, default=-1)
+            new = last < 0 or (call_id is not None and call_id not in calls.values())
+            tool_index = last + 1 if new else last
+        if call_id is not None or tool_index not in calls:
+            calls[tool_index] = call_id
+        return tool_index
+
     def finish(self) -> list[StreamEvent]:
-        return []
+        # A stream cut off before its finish_reason still ends each choice it opened, as the
+        # Anthropic and Gemini decoders do: encoders and clients count on one Finish per choice.
+        events: list[StreamEvent] = [
+            Finish(reason="tool_calls" if self._calls.get(i) else "stop", index=i) for i in sorted(self._open)
+        ]
+        self._finished.update(self._open)
+        self._open.clear()
+        return events
 
 
 class StreamEncoder:
@@ -513,9 +598,7 @@ class StreamEncoder:
 
     def encode(self, event: StreamEvent) -> bytes:
         if isinstance(event, StreamStart):
-            model = self._model_override or event.model
-            head = orjson.dumps({"id": event.id, "object": "chat.completion.chunk", "created": event.created, "model": model})
-            self._prefix = head[:-1] + b',"choices":['  # every chunk repeats these fields
+            self._start(event.id, event.model, event.created)
             return b""
         if isinstance(event, UsageEvent):
             self._usage = event.usage
@@ -552,15 +635,26 @@ class StreamEncoder:
                 out += self._chunk(index, {"role": "assistant", "content": ""}, None)
         return out + self._chunk(index, delta, finish_reason)
 
+    def _start(self, id: str, model: str, created: int) -> None:
+        model = self._model_override or model
+        head = orjson.dumps({"id": id, "object": "chat.completion.chunk", "created": created, "model": model})
+        self._prefix = head[:-1] + b',"choices":['  # every chunk repeats these fields
+
+    def _head(self) -> bytes:
+        # A stream that failed before its StreamStart still gets whole chunks: made-up id and time.
+        if not self._prefix:
+            self._start(new_id(), "", int(time.time()))
+        return self._prefix
+
     def _chunk(self, index: int, delta: dict[str, Any], finish_reason: str | None) -> bytes:
         choice = orjson.dumps({"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason})
-        return sse_frame(self._prefix + choice + b"]}")
+        return sse_frame(self._head() + choice + b"]}")
 
     def finish(self) -> bytes:
         out = b""
         if self._include_usage:
             usage = orjson.dumps(encode_usage(self._usage or Usage()))
-            out += sse_frame(self._prefix + b'],"usage":' + usage + b"}")
+            out += sse_frame(self._head() + b'],"usage":' + usage + b"}")
         return out + b"data: [DONE]\n\n"
 
     def error(self, error: GatewayError) -> bytes:
