@@ -202,6 +202,75 @@ def test_openai_azure(fake):
     assert e.model == "emb-deploy" and len(e.data[0].embedding) == 8
 
 
+RESPONSES_TOOLS = [
+    {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}},
+    {"type": "custom", "name": "apply_patch", "description": "Edit files."},
+]
+
+
+def test_openai_responses(oai, fake):
+    r = oai.responses.create(model="gpt-5", instructions="You are terse.", input="hello world", max_output_tokens=50)
+    assert r.object == "response" and r.id.startswith("resp_") and r.status == "completed"
+    assert r.output_text == "[system: You are terse.] echo: hello world"
+    assert r.output[0].type == "message" and r.output[0].id.startswith("msg_")
+    chars = len("You are terse.") + len("hello world")
+    assert r.usage.input_tokens == (chars + 3) // 4 and r.usage.output_tokens == 7
+    assert r.usage.total_tokens == r.usage.input_tokens + 7 and r.max_output_tokens == 50
+    assert fake.last("/v1/responses")["json"]["instructions"] == "You are terse."
+    r = oai.responses.create(model="gpt-5", input="a b c d", max_output_tokens=2)
+    assert (r.status, r.incomplete_details.reason, r.output_text) == ("incomplete", "max_output_tokens", "echo: a")
+    r = oai.responses.create(model="gpt-5", input="hi", text={"format": {"type": "json_object"}})
+    assert json.loads(r.output_text) == {"echo": "hi"}
+
+
+def test_openai_responses_stream_tools_and_reasoning(oai):
+    with oai.responses.stream(
+        model="gpt-5", input="do parallel", tools=RESPONSES_TOOLS,
+        reasoning={"effort": "low", "summary": "auto"}, include=["reasoning.encrypted_content"],
+    ) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert "response.reasoning_summary_text.delta" in kinds and "response.custom_tool_call_input.delta" in kinds
+    reasoning, call, custom = final.output
+    assert reasoning.summary[0].text == "thinking about: do parallel" and reasoning.encrypted_content
+    assert (call.type, call.name, json.loads(call.arguments)) == ("function_call", "get_weather", {"query": "do parallel"})
+    assert (custom.type, custom.name, custom.input) == ("custom_tool_call", "apply_patch", "do parallel")
+    assert final.usage.output_tokens_details.reasoning_tokens == 4  # "thinking about: do parallel"
+    history = [
+        {"role": "user", "content": "do parallel"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "custom_tool_call", "call_id": custom.call_id, "name": custom.name, "input": custom.input},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        {"type": "custom_tool_call_output", "call_id": custom.call_id, "output": [{"type": "input_text", "text": "patched"}]},
+    ]
+    assert oai.responses.create(model="gpt-5", input=history, tools=RESPONSES_TOOLS).output_text == "tool said: sunny | patched"
+
+
+def test_openai_responses_raw_stream_and_errors(oai, fake):
+    body = {"model": "m", "stream": True, "input": "one two"}
+    r = requests.post(f"{fake.url}/v1/responses", json=body, timeout=5)
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    for sequence, e in enumerate(events):
+        event, data = e.split("\n")
+        payload = json.loads(data[6:])
+        assert payload["type"] == event[7:] and payload["sequence_number"] == sequence
+    deltas = [json.loads(e.split("\n")[1][6:])["delta"] for e in events if e.startswith("event: response.output_text.delta")]
+    assert deltas == ["echo: ", "one ", "two"] and "[DONE]" not in r.text
+    missing = requests.post(f"{fake.url}/v1/responses", json={"model": "m"}, timeout=5)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "input"
+    with pytest.raises(openai.RateLimitError) as info:
+        oai.responses.create(model="error-429", input="x")
+    assert info.value.response.headers["retry-after"] == "7" and info.value.body["code"] == "rate_limit_exceeded"
+    kinds = [e.type for e in oai.responses.create(model="stream-error", input="a b c", stream=True)]
+    assert kinds == ["response.created", "response.in_progress", "response.output_item.added", "error", "response.failed"]
+    with pytest.raises(openai.APIConnectionError):
+        oai.responses.create(model="drop", input="x")
+    with pytest.raises(openai.APITimeoutError):
+        oai.with_options(timeout=0.3).responses.create(model="hang", input="x")
+
+
 def test_openai_models(oai):
     ids = [m.id for m in oai.models.list()]
     assert "gpt-4o-mini" in ids
@@ -390,6 +459,60 @@ def test_gemini_errors(gem):
     with pytest.raises(genai_errors.ServerError):
         for _ in gem.models.generate_content_stream(model="stream-error", contents="a b c"):
             pass
+
+
+# ============================================================ all vendors
+
+
+DIRECTED = (
+    'weather? [[tool get_time {"zone": "UTC", "opts": {"fmt": [24]}}]] '
+    '[[tool nope {"x": 1}]] [[tool get_weather {broken}]] [[tool get_weather {"city": "Paris"}]]'
+)
+
+
+def test_tool_directive_all_vendors(oai, claude, gem):
+    """``[[tool NAME {args}]]`` in any text part of the last user turn calls declared tools with those args."""
+    expected = [("get_time", {"zone": "UTC", "opts": {"fmt": [24]}}), ("get_weather", {"city": "Paris"})]
+    reminder = "<system-reminder>\nToday is a test.\n</system-reminder>"
+
+    r = oai.chat.completions.create(
+        model="gpt-4o", tools=[WEATHER_TOOL, {**WEATHER_TOOL, "function": {**WEATHER_TOOL["function"], "name": "get_time"}}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": reminder}, {"type": "text", "text": DIRECTED}]}],
+    )
+    calls = r.choices[0].message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == expected
+    forced = oai.chat.completions.create(
+        model="gpt-4o", tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        messages=[{"role": "user", "content": DIRECTED}],
+    )
+    assert [json.loads(c.function.arguments) for c in forced.choices[0].message.tool_calls] == [{"city": "Paris"}]
+
+    with claude.messages.stream(
+        model="claude-x", max_tokens=100, tools=CLAUDE_TOOLS,
+        messages=[{"role": "user", "content": [{"type": "text", "text": reminder},
+                                               {"type": "text", "text": DIRECTED, "cache_control": {"type": "ephemeral"}}]}],
+    ) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [(b.name, b.input) for b in final.content] == expected
+    # An undeclared tool only: the usual rule (first declared tool, {"query": ...}).
+    m = claude.messages.create(model="claude-x", max_tokens=100, tools=CLAUDE_TOOLS,
+                               messages=[{"role": "user", "content": '[[tool Bash {"command": "ls"}]]'}])
+    assert [(b.name, b.input) for b in m.content] == [("get_weather", {"query": '[[tool Bash {"command": "ls"}]]'})]
+
+    decls = [types.FunctionDeclaration(name=n, description=n) for n in ("get_weather", "get_time")]
+    config = types.GenerateContentConfig(tools=[types.Tool(function_declarations=decls)])
+    contents = [types.Content(role="user", parts=[types.Part(text=reminder), types.Part(text=DIRECTED)])]
+    r = gem.models.generate_content(model="gemini-x", contents=contents, config=config)
+    assert [(c.name, c.args) for c in r.function_calls] == expected
+    # A user turn after the directive's (a mid-conversation system message, translated) keeps it.
+    later = [*contents, types.Content(role="user", parts=[types.Part(text="# Environment: linux")])]
+    r = gem.models.generate_content(model="gemini-x", contents=later, config=config)
+    assert [(c.name, c.args) for c in r.function_calls] == expected
+    # With tool choice "none" the directive is just text.
+    r = gem.models.generate_content(model="gemini-x", contents=contents, config=types.GenerateContentConfig(
+        tools=config.tools, tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="NONE"))))
+    assert r.function_calls is None and r.text.startswith("echo: <system-reminder>")
 
 
 # ================================================================ plumbing

@@ -1,4 +1,14 @@
-"""Fake OpenAI (and Azure OpenAI) Chat Completions, Embeddings and Models."""
+"""Fake OpenAI (and Azure OpenAI) Chat Completions, Responses, Embeddings and Models.
+
+Responses (`POST /v1/responses`) follows the scenario rules of scenario.py through a Turn built from
+the body (instructions = system prompt, a trailing function_call_output = tool results, function and
+custom tools = tools, text.format = JSON mode, max_output_tokens = the limit). One addition: a
+`reasoning` object with a `summary` or an `effort` other than "none" makes the answer start with a
+reasoning item, summarised as "thinking about: <user text>" when a summary was asked for, with
+`encrypted_content` when `include` has "reasoning.encrypted_content"; its words count as reasoning
+tokens, part of the output tokens. A custom tool is called with the user text as its input (or, for a
+tool directive, with the directive's "input" argument).
+"""
 
 from __future__ import annotations
 
@@ -71,7 +81,7 @@ def _text_of(content: Any) -> tuple[str, int]:
                 texts.append(part)
             elif isinstance(part, dict):
                 kind = part.get("type")
-                if kind in ("text", "input_text", "refusal"):
+                if kind in ("text", "input_text", "output_text", "refusal"):
                     texts.append(str(part.get("text") or part.get("refusal") or ""))
                 elif kind in ("image_url", "input_image", "image"):
                     images += 1
@@ -229,6 +239,237 @@ async def _stream(request: web.Request, scenario, model: str, ans: Answer, n: in
     return await pacer.finish()
 
 
+# ------------------------------------------------------------------ Responses
+
+
+def parse_responses_turn(body: dict[str, Any]) -> tuple[Turn, frozenset[str]]:
+    """A Responses body -> (Turn, names of its custom tools)."""
+    turn = Turn()
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        turn.system = instructions
+        turn.texts.append(instructions)
+    raw = body.get("input")
+    items = [{"role": "user", "content": raw}] if isinstance(raw, str) else [i for i in raw or [] if isinstance(i, dict)]
+    kinds: list[tuple[str, str]] = []  # (user | system | assistant | tool, tool result text)
+    for item in items:
+        kind = item.get("type") or "message"
+        if kind == "message":
+            role = item.get("role")
+            text, images = _text_of(item.get("content"))
+            turn.texts.append(text)
+            if role in ("system", "developer") and turn.system is None:
+                turn.system = text
+            if role == "user":
+                turn.user_text, turn.images = text, images
+            kinds.append(("assistant" if role == "assistant" else "user", ""))
+        elif kind in ("function_call", "custom_tool_call"):
+            turn.texts.append(str(item.get("arguments") or item.get("input") or ""))
+            kinds.append(("assistant", ""))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            output = item.get("output")
+            text = output if isinstance(output, str) else _text_of(output)[0]
+            turn.texts.append(text)
+            kinds.append(("tool", text))
+    if kinds and kinds[-1][0] in ("tool", "assistant"):
+        turn.last_kind = kinds[-1][0]
+        trailing = []
+        for kind, text in reversed(kinds):
+            if kind != "tool":
+                break
+            trailing.append(text)
+        turn.tool_results = list(reversed(trailing))
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") in ("function", "custom")]
+    turn.tools = [str(t.get("name")) for t in tools]
+    custom = frozenset(str(t.get("name")) for t in tools if t.get("type") == "custom")
+    choice = body.get("tool_choice")
+    if choice in ("none", "auto", "required"):
+        turn.tool_choice = choice
+    elif isinstance(choice, dict) and choice.get("name"):
+        turn.tool_choice = f"name:{choice['name']}"
+    text_format = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    turn.json_mode = isinstance(text_format, dict) and text_format.get("type") in ("json_object", "json_schema")
+    limit = body.get("max_output_tokens")
+    turn.max_tokens = limit if isinstance(limit, int) else None
+    return turn, custom
+
+
+def _hex_id(prefix: str) -> str:
+    return wire.rand_id(prefix, 48, "0123456789abcdef")
+
+
+class _ResponsesAnswer:
+    """An Answer rendered as Responses output items (ids fixed once, so JSON and SSE agree)."""
+
+    def __init__(self, body: dict[str, Any], turn: Turn, custom: frozenset[str]) -> None:
+        self.body = body
+        self.ans = answer(turn)
+        reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+        self.reasons = bool(reasoning.get("summary")) or reasoning.get("effort") not in (None, "none")
+        self.summary = f"thinking about: {turn.user_text}" if reasoning.get("summary") else None
+        self.reasoning_tokens = len(f"thinking about: {turn.user_text}".split()) if self.reasons else 0
+        include = body.get("include") if isinstance(body.get("include"), list) else []
+        self.encrypted = "reasoning.encrypted_content" in include
+        self.ids = {"resp": _hex_id("resp_"), "rs": _hex_id("rs_"), "msg": _hex_id("msg_")}
+        self.calls = [(c, wire.openai_call_id(), c.name in custom) for c in self.ans.calls]
+
+    @property
+    def status(self) -> str:
+        return "incomplete" if self.ans.truncated else "completed"
+
+    def reasoning_item(self, done: bool) -> dict[str, Any]:
+        summary = [{"type": "summary_text", "text": self.summary}] if done and self.summary else []
+        item: dict[str, Any] = {"id": self.ids["rs"], "type": "reasoning", "summary": summary}
+        if done and self.encrypted:
+            item["encrypted_content"] = "gAAAAfake" + embedding_base64(embedding_vector(self.summary or "", 4))
+        return item
+
+    def message_item(self, done: bool) -> dict[str, Any]:
+        content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": self.ans.text}] if done else []
+        status = self.status if done else "in_progress"
+        return {"id": self.ids["msg"], "type": "message", "status": status, "content": content, "role": "assistant"}
+
+    @staticmethod
+    def call_item(call: Any, call_id: str, custom: bool, done: bool) -> dict[str, Any]:
+        status = "completed" if done else "in_progress"
+        suffix = call_id.removeprefix("call_")
+        if custom:
+            text = str(call.args.get("input", call.args.get("query", ""))) if done else ""
+            return {"id": "ctc_" + suffix, "type": "custom_tool_call", "status": status, "call_id": call_id,
+                    "name": call.name, "input": text}
+        arguments = call.arguments if done else ""
+        return {"id": "fc_" + suffix, "type": "function_call", "status": status, "arguments": arguments,
+                "call_id": call_id, "name": call.name}
+
+    def output(self) -> list[dict[str, Any]]:
+        items = [self.reasoning_item(True)] if self.reasons else []
+        if self.ans.text is not None:
+            items.append(self.message_item(True))
+        return items + [self.call_item(c, cid, custom, True) for c, cid, custom in self.calls]
+
+    def usage(self) -> dict[str, Any]:
+        output = self.ans.output_tokens + self.reasoning_tokens
+        return {
+            "input_tokens": self.ans.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.ans.input_tokens + output,
+        }
+
+    def response(self, model: str, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        body, done = self.body, status in ("completed", "incomplete")
+        created = int(time.time())
+        return {
+            "id": self.ids["resp"], "object": "response", "created_at": created, "status": status,
+            "background": False, "completed_at": created if done else None, "error": error,
+            "frequency_penalty": 0.0,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+            "max_tool_calls": body.get("max_tool_calls"), "model": model,
+            "output": self.output() if done else [],
+            "parallel_tool_calls": body.get("parallel_tool_calls", True), "presence_penalty": 0.0,
+            "previous_response_id": body.get("previous_response_id"),
+            "prompt_cache_key": body.get("prompt_cache_key"), "prompt_cache_retention": None,
+            "reasoning": {"effort": None, "summary": None, **(body.get("reasoning") or {})},
+            "safety_identifier": body.get("safety_identifier"), "service_tier": "default",
+            "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium", **(body.get("text") or {})},
+            "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
+            "top_logprobs": 0, "top_p": body.get("top_p", 1.0), "truncation": "disabled",
+            "usage": self.usage() if done else None, "user": body.get("user"), "metadata": body.get("metadata") or {},
+        }
+
+    def events(self, model: str) -> list[tuple[str, dict[str, Any]]]:
+        """The SSE events of the answer after response.created and .in_progress, in OpenAI's order."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        index = 0
+        if self.reasons:
+            out += self._reasoning_events(index)
+            index += 1
+        if self.ans.text is not None:
+            out += self._message_events(index)
+            index += 1
+        for call, call_id, custom in self.calls:
+            out += self._call_events(index, call, call_id, custom)
+            index += 1
+        out.append((f"response.{self.status}", {"response": self.response(model, self.status)}))
+        return out
+
+    def _reasoning_events(self, index: int) -> list[tuple[str, dict[str, Any]]]:
+        out = [("response.output_item.added", {"output_index": index, "item": self.reasoning_item(False)})]
+        if self.summary:
+            where = {"item_id": self.ids["rs"], "output_index": index, "summary_index": 0}
+            out.append(("response.reasoning_summary_part.added", {**where, "part": {"type": "summary_text", "text": ""}}))
+            out += [("response.reasoning_summary_text.delta", {**where, "delta": p}) for p in split_words(self.summary)]
+            out.append(("response.reasoning_summary_text.done", {**where, "text": self.summary}))
+            out.append(("response.reasoning_summary_part.done", {**where, "part": {"type": "summary_text", "text": self.summary}}))
+        out.append(("response.output_item.done", {"output_index": index, "item": self.reasoning_item(True)}))
+        return out
+
+    def _message_events(self, index: int) -> list[tuple[str, dict[str, Any]]]:
+        text = self.ans.text or ""
+        where = {"item_id": self.ids["msg"], "output_index": index, "content_index": 0}
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        out = [("response.output_item.added", {"output_index": index, "item": self.message_item(False)}),
+               ("response.content_part.added", {**where, "part": part})]
+        out += [("response.output_text.delta", {**where, "delta": p, "logprobs": []}) for p in split_words(text)]
+        out.append(("response.output_text.done", {**where, "text": text, "logprobs": []}))
+        out.append(("response.content_part.done", {**where, "part": {**part, "text": text}}))
+        out.append(("response.output_item.done", {"output_index": index, "item": self.message_item(True)}))
+        return out
+
+    def _call_events(self, index: int, call: Any, call_id: str, custom: bool) -> list[tuple[str, dict[str, Any]]]:
+        done = self.call_item(call, call_id, custom, True)
+        where = {"item_id": done["id"], "output_index": index}
+        out = [("response.output_item.added", {"output_index": index, "item": self.call_item(call, call_id, custom, False)})]
+        kind, key = ("custom_tool_call_input", "input") if custom else ("function_call_arguments", "arguments")
+        out += [(f"response.{kind}.delta", {**where, "delta": p}) for p in split_in_pieces(done[key], 3)]
+        out.append((f"response.{kind}.done", {**where, key: done[key]}))
+        out.append(("response.output_item.done", {"output_index": index, "item": done}))
+        return out
+
+
+def _responses_sse(kind: str, sequence: int, fields: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {wire.dumps({'type': kind, 'sequence_number': sequence, **fields})}\n\n"
+
+
+async def _responses_stream(request: web.Request, scenario, model: str, rendered: _ResponsesAnswer) -> web.StreamResponse:
+    resp = await wire.open_stream(request, _headers())
+    pacer = wire.Pacer(request, resp, scenario)
+    start = rendered.response(model, "in_progress")
+    events = [("response.created", {"response": start}), ("response.in_progress", {"response": start})]
+    events += rendered.events(model)
+    if scenario.kind == "stream-error":
+        message = "The server had an error while processing your request (fake stream-error)."
+        failed = rendered.response(model, "failed", {"code": "server_error", "message": message})
+        events = events[:3] + [("error", {"code": "server_error", "message": message, "param": None}),
+                               ("response.failed", {"response": failed})]
+    for sequence, (kind, fields) in enumerate(events):
+        await pacer.write(_responses_sse(kind, sequence, fields))
+    return await pacer.finish()
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    body = await wire.read_json(request)
+    if not isinstance(body, dict):
+        return error_response(400, "We could not parse the JSON body of your request.")
+    model = body.get("model")
+    if not model:
+        return error_response(400, "Missing required parameter: 'model'.", "model")
+    if not isinstance(body.get("input"), (str, list)):
+        return error_response(400, "Missing required parameter: 'input'.", "input")
+    stream = bool(body.get("stream"))
+    scenario = parse_scenario(model)
+    early = await wire.prelude(request, scenario, stream, error_response)
+    if early is not None:
+        return early
+    rendered = _ResponsesAnswer(body, *parse_responses_turn(body))
+    if stream:
+        return await _responses_stream(request, scenario, model, rendered)
+    return wire.json_response(rendered.response(model, rendered.status), headers=_headers(), indent=2)
+
+
 # ------------------------------------------------------------------ handlers
 
 
@@ -322,6 +563,7 @@ async def get_model(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat_completions)
     app.router.add_post("/openai/deployments/{deployment}/embeddings", azure_embeddings)

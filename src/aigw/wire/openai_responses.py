@@ -37,11 +37,14 @@ hand back a reasoning item's `encrypted_content`. So `encrypted_content` is:
     - otherwise `aigw:v1:` + base64url(JSON {"s": signature, "r": redacted, "c": {call id: signature}})
       with absent keys left out.
 
-Decoding reverses it: a value with the prefix is unpacked (400 when it does not unpack), any other
-value is `redacted`. Tool-call signatures are collected from every reasoning item before the calls
-are read, so the item that carries them may stand anywhere in the input. Summary texts become the
-reasoning text (joined by blank lines when there are several; the gateway emits one per item, so
-text and signature come back exactly as issued).
+Each canonical Reasoning is one reasoning item (its text one summary part); tool-call signatures
+ride in one more reasoning item, with no summary, after the calls. `encrypted_content` is sent
+whether or not the client asked for it in `include`: the gateway keeps nothing, so the client's copy
+is the only one. Decoding reverses it: a value with the prefix is unpacked (400 when it does not
+unpack), any other value is `redacted`. Tool-call signatures are collected from every reasoning item
+before the calls are read, so the item that carries them may stand anywhere in the input. Summary
+texts become the reasoning text (joined by blank lines when there are several), so text and
+signature come back exactly as issued.
 """
 
 from __future__ import annotations
@@ -192,12 +195,12 @@ def decode_request(body: Any) -> ChatRequest:
     for field, message in STATEFUL_FIELDS.items():
         if body.get(field) is not None:
             raise invalid(message, field)
-    tools, custom = _decode_tools(body.get("tools") or [])
+    tools = _decode_tools(body.get("tools") or [])
     tool_choice, tools = _decode_tool_choice(body.get("tool_choice"), tools)
     messages: list[Message] = []
     if body.get("instructions"):
         messages.append(Message(role="system", content=[TextPart(text=body["instructions"])]))
-    messages += _InputDecoder(custom).decode(body["input"])
+    messages += _InputDecoder().decode(body["input"])
     reasoning = body.get("reasoning") or {}
     effort = reasoning.get("effort")
     _check_type(effort, (str,), "reasoning.effort")
@@ -237,11 +240,10 @@ class _InputDecoder:
     """Input items -> canonical messages, one pass. Assistant-side items accumulate in `_turn` until
     an item of another kind ends the turn; tool outputs must answer a call seen earlier."""
 
-    def __init__(self, custom: frozenset[str]) -> None:
-        self._custom = custom
+    def __init__(self) -> None:
         self._messages: list[Message] = []
         self._turn: Message | None = None
-        self._call_ids: set[str] = set()
+        self._call_names: dict[str, str] = {}  # call id -> tool name, of the calls seen so far
         self._call_signatures: dict[str, str] = {}
         self._handlers: dict[str, Callable[[dict[str, Any], str], None]] = {
             "message": self._message,
@@ -295,7 +297,7 @@ class _InputDecoder:
         self._messages.append(Message(role=role, content=parts))  # type: ignore[arg-type]
 
     def _add_call(self, call_id: str, name: str, arguments: str) -> None:
-        self._call_ids.add(call_id)
+        self._call_names[call_id] = name
         call = ToolCall(id=call_id, name=name, arguments=arguments, signature=self._call_signatures.get(call_id))
         self._assistant().tool_calls.append(call)
 
@@ -307,22 +309,25 @@ class _InputDecoder:
 
     def _custom_tool_call(self, item: dict[str, Any], where: str) -> None:
         text = _required_str(item, "input", where)
-        self._add_call(_required_str(item, "call_id", where), _required_str(item, "name", where), custom_arguments(text))
+        call_id, name = _required_str(item, "call_id", where), _required_str(item, "name", where)
+        self._add_call(call_id, name, custom_arguments(text))
 
     def _tool_output(self, item: dict[str, Any], where: str) -> None:
         call_id = _required_str(item, "call_id", where)
-        if call_id not in self._call_ids:
+        name = self._call_names.get(call_id)
+        if name is None:
             raise invalid(f"No tool call found for function call output with call_id {call_id}.", f"{where}.call_id")
         output = item.get("output")
         if output is None:
             raise invalid(f"Missing required parameter: '{where}.output'.", f"{where}.output")
         self._end_turn()
-        self._messages.append(Message(role="tool", content=_decode_content(output, f"{where}.output"), tool_call_id=call_id))
+        content = _decode_content(output, f"{where}.output")
+        self._messages.append(Message(role="tool", content=content, tool_call_id=call_id, name=name))
 
     def _reasoning(self, item: dict[str, Any], where: str) -> None:
-        token = item.get("encrypted_content")
-        _check_type(token, (str,), f"{where}.encrypted_content")
-        signature, redacted, _ = decode_reasoning_token(token, f"{where}.encrypted_content") if token else (None, None, {})
+        token, token_where = item.get("encrypted_content"), f"{where}.encrypted_content"
+        _check_type(token, (str,), token_where)
+        signature, redacted, _ = decode_reasoning_token(token, token_where) if token else (None, None, {})
         text = _reasoning_text(item, where)
         if text or signature is not None or redacted is not None:
             self._assistant().reasoning.append(Reasoning(text=text, signature=signature, redacted=redacted))
@@ -391,7 +396,8 @@ def _file_part(part: dict[str, Any], where: str) -> Part:
         media_type = mimetypes.guess_type(filename)[0]
     url, file_id = _optional_str(part, "file_url"), _optional_str(part, "file_id")
     if data is None and url is None and file_id is None:
-        raise invalid(f"Missing required parameter: '{where}.file_data' (or file_url or file_id).", f"{where}.file_data")
+        message = f"Missing required parameter: '{where}.file_data' (or file_url or file_id)."
+        raise invalid(message, f"{where}.file_data")
     return FilePart(media_type=media_type, data=data, url=url, file_id=file_id, filename=filename)
 
 
@@ -421,10 +427,9 @@ def custom_input(arguments: str) -> str:
     return arguments
 
 
-def _decode_tools(tools: list[Any]) -> tuple[list[Tool], frozenset[str]]:
-    """Function and custom tools -> canonical tools (hosted ones dropped), and the custom tools' names."""
+def _decode_tools(tools: list[Any]) -> list[Tool]:
+    """Function and custom tools -> canonical tools; hosted ones are dropped."""
     out: list[Tool] = []
-    custom: set[str] = set()
     for i, tool in enumerate(tools):
         kind, where = tool["type"], f"tools[{i}]"
         description = _optional_str(tool, "description")
@@ -434,10 +439,9 @@ def _decode_tools(tools: list[Any]) -> tuple[list[Tool], frozenset[str]]:
             strict = tool.get("strict") if isinstance(tool.get("strict"), bool) else None
             out.append(Tool(name=tool["name"], description=description, parameters=parameters, strict=strict))
         elif kind == "custom":
-            custom.add(tool["name"])
             description = _custom_description(description, tool.get("format"))
             out.append(Tool(name=tool["name"], description=description, parameters=CUSTOM_TOOL_PARAMETERS))
-    return out, frozenset(custom)
+    return out
 
 
 def _custom_description(description: str | None, format: Any) -> str | None:
@@ -481,7 +485,8 @@ def _decode_text_format(value: Any) -> ResponseFormat | None:
         raise invalid("Invalid type for 'text.format': expected an object.", "text.format")
     kind = value.get("type")
     if kind not in FORMAT_TYPES:
-        raise invalid("Invalid value for 'text.format.type': expected text, json_object or json_schema.", "text.format.type")
+        message = "Invalid value for 'text.format.type': expected text, json_object or json_schema."
+        raise invalid(message, "text.format.type")
     if kind != "json_schema":
         return ResponseFormat(type=kind)
     schema = value.get("schema")
@@ -517,8 +522,8 @@ def decode_reasoning_token(token: str, where: str) -> tuple[str | None, str | No
     if not isinstance(fields, dict):
         raise invalid(f"Invalid '{where}': not reasoning content this gateway issued.", where)
     signature, redacted, calls = fields.get("s"), fields.get("r"), fields.get("c", {})
-    strings = [v for v in (signature, redacted) if v is not None] + list(calls.values() if isinstance(calls, dict) else [None])
-    if not all(isinstance(v, str) for v in strings):
+    values = [v for v in (signature, redacted) if v is not None]
+    if not isinstance(calls, dict) or not all(isinstance(v, str) for v in [*values, *calls.values()]):
         raise invalid(f"Invalid '{where}': not reasoning content this gateway issued.", where)
     return signature, redacted, calls
 
@@ -543,7 +548,9 @@ def custom_tool_names(body: dict[str, Any]) -> frozenset[str]:
     tools = body.get("tools")
     if not isinstance(tools, list):
         return frozenset()
-    return frozenset(t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str))
+    return frozenset(
+        t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str)
+    )
 
 
 def _dict(body: dict[str, Any], key: str) -> dict[str, Any]:
@@ -651,7 +658,8 @@ def message_item(id: str, text: str | None, status: str) -> dict[str, Any]:
 def reasoning_item(
     id: str, text: str, signature: str | None, redacted: str | None, call_signatures: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}] if text else []}
+    summary = [{"type": "summary_text", "text": text}] if text else []
+    item: dict[str, Any] = {"id": id, "type": "reasoning", "summary": summary}
     token = encode_reasoning_token(signature, redacted, call_signatures)
     if token is not None:
         item["encrypted_content"] = token
@@ -901,7 +909,9 @@ class StreamEncoder:
 
     def _open_reasoning(self) -> bytes:
         index, item_id = self._allocate(), new_id("rs_")
-        self._open = {"kind": "reasoning", "index": index, "id": item_id, "text": [], "signature": None, "redacted": None}
+        self._open = {
+            "kind": "reasoning", "index": index, "id": item_id, "text": [], "signature": None, "redacted": None,
+        }  # fmt: skip
         item = {"id": item_id, "type": "reasoning", "summary": []}
         return self._event("response.output_item.added", {"output_index": index, "item": item})
 
@@ -930,7 +940,8 @@ class StreamEncoder:
         call = self._calls.get(event.tool_index)
         if call is None:
             out += self._close_open()
-            call = _OpenCall(self._allocate(), event.id or new_id("call_"), event.name or "", (event.name or "") in self._custom)
+            name = event.name or ""
+            call = _OpenCall(self._allocate(), event.id or new_id("call_"), name, name in self._custom)
             self._calls[event.tool_index] = call
             item = call_item(call.call_id, call.name, "", call.custom, "in_progress")
             out += self._event("response.output_item.added", {"output_index": call.index, "item": item})
@@ -965,6 +976,7 @@ class StreamEncoder:
         if not self._call_signatures:
             return b""
         index, item_id = self._allocate(), new_id("rs_")
-        added = self._event("response.output_item.added", {"output_index": index, "item": reasoning_item(item_id, "", None, None)})
+        item = reasoning_item(item_id, "", None, None)
+        added = self._event("response.output_item.added", {"output_index": index, "item": item})
         signatures, self._call_signatures = self._call_signatures, {}
         return added + self._item_done(index, reasoning_item(item_id, "", None, None, signatures))
