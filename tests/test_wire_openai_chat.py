@@ -356,10 +356,10 @@ def test_reasoning_and_tool_calls_round_trip_through_a_response() -> None:
 
 
 def test_tool_message_encoding() -> None:
-    """Tool results: text only, no name or is_error on OpenAI's wire."""
+    """Tool results: text only (separate blocks as paragraphs), no name or is_error on OpenAI's wire."""
     message = Message(role="tool", tool_call_id="c1", name="f", is_error=True, content=[TextPart(text="a"), TextPart(text="b")])
     request = ChatRequest(model="m", messages=[Message(role="user", content=[TextPart(text="x")]), message], tools=[Tool(name="f")])
-    assert wire.encode_request(request, "gpt-4.1", stream=False)["messages"][1] == {"role": "tool", "tool_call_id": "c1", "content": "ab"}
+    assert wire.encode_request(request, "gpt-4.1", stream=False)["messages"][1] == {"role": "tool", "tool_call_id": "c1", "content": "a\n\nb"}
 
 
 # --- requests: 400s naming the parameter ------------------------------------------------------------

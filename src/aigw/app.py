@@ -42,7 +42,9 @@ class Gateway:
                     self.prefix_routes.append((method, path[:-1], handler, surface.error_response))
                 else:
                     self.routes[(method, path)] = (handler, surface.error_response)
-        self._fallback_renderer: ErrorRenderer = surfaces[0].error_response  # unknown paths: OpenAI's shape
+        # Unknown paths: the shape of the surface whose prefix they carry, else OpenAI's.
+        self._unknown_path_renderers = [(p, s.error_response) for s in surfaces for p in s.path_prefixes]
+        self._fallback_renderer: ErrorRenderer = surfaces[0].error_response
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -75,7 +77,8 @@ class Gateway:
             return
         route = self.routes.get((request.method, path.rstrip("/") or "/")) or self._prefix_route(request.method, path)
         if route is None:
-            await self._send_error(send, self._fallback_renderer, unknown_route(request))
+            renderer = next((r for p, r in self._unknown_path_renderers if path.startswith(p)), self._fallback_renderer)
+            await self._send_error(send, renderer, unknown_route(request))
             return
         handler, render_error = route
         try:

@@ -89,7 +89,13 @@ class Message(Struct):
     is_error: bool = False  # role "tool": the tool failed
 
     def text(self) -> str:
+        """The text parts run together: for a model's answer, whose parts are one continuous text."""
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def paragraphs(self) -> str:
+        """The text parts as paragraphs: for blocks a client wrote separately (a system prompt, a
+        tool result, a user turn) that a target API can only take as one string."""
+        return "\n\n".join(p.text for p in self.content if isinstance(p, TextPart) and p.text)
 
 
 # --- request ---------------------------------------------------------------------------------------

@@ -38,9 +38,8 @@ def main() -> None:
 @click.option("--port", type=int, help="Listen port (default 8080; env AIGW_PORT).")
 def serve(config: Path | None, host: str | None, port: int | None) -> None:
     """Start the gateway."""
-    import uvicorn
-
     from aigw.app import Gateway
+    from aigw.http import server as http_server
     from aigw.store import ensure_admin_token
 
     settings = _load(config)
@@ -53,19 +52,7 @@ def serve(config: Path | None, host: str | None, port: int | None) -> None:
         click.echo(admin_token)
     endpoints = ", ".join(e.name for e in settings.endpoints) or "(none configured)"
     click.echo(f"aigw listening on http://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
-    uvicorn.run(
-        Gateway(settings, store),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # aigw does not use the client address; skip the per-request rewrite
-        server_header=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    http_server.run(Gateway(settings, store), host, port, graceful_timeout=10.0)
 
 
 def _register_tokens() -> None:

@@ -84,7 +84,7 @@ class GeminiProvider(HttpProvider):
     def forward_count_tokens_request(
         self, wire: str, body: dict[str, Any], headers: dict[str, str] | None = None
     ) -> UpstreamRequest:
-        return self._request("countTokens", body, headers=headers)
+        return self._request("countTokens", gemini.with_count_model(body, self.destination.model), headers=headers)
 
     # --- embeddings --------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ def vendor_headers(request: Request) -> dict[str, str]:
 
 class AnthropicSurface(Surface):
     codec = AnthropicChatCodec()
+    path_prefixes = ("/anthropic/",)
 
     def routes(self) -> Iterable[tuple[str, str, Handler]]:
         yield "POST", PREFIX + "/messages", self.messages

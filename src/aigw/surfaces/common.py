@@ -104,6 +104,9 @@ def request_tags(request: Request) -> dict[str, str]:
 class Surface:
     """Base of every surface: the gateway, and the steps each request starts with."""
 
+    # Paths under these prefixes that match no route still get this surface's error shape.
+    path_prefixes: tuple[str, ...] = ()
+
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 

@@ -88,6 +88,8 @@ class JsonArrayRelay:
 
 
 class GeminiSurface(Surface):
+    path_prefixes = ("/gemini/",)
+
     def routes(self) -> Iterable[tuple[str, str, Handler]]:
         for version in VERSIONS:
             yield "POST", version + "/models/*", self.model_method

@@ -385,8 +385,7 @@ def _native_output_format(value: ResponseFormat | None) -> dict[str, Any] | None
 def _system_prompt(request: ChatRequest) -> str:
     """Every canonical system message (wherever it stood) joined, plus a JSON instruction when the
     client asked for JSON that `output_config` cannot guarantee."""
-    # Each text part is its own paragraph (Message.text() would run a system prompt's blocks together).
-    texts = [p.text for m in request.messages if m.role == "system" for p in m.content if isinstance(p, TextPart)]
+    texts = [m.paragraphs() for m in request.messages if m.role == "system"]
     value = request.response_format
     if value is not None and _native_output_format(value) is None:
         if value.type == "json_schema" and value.schema is not None:

@@ -456,6 +456,16 @@ def count_tokens_body(body: dict[str, Any], model: str) -> dict[str, Any]:
     return {"generateContentRequest": {"model": model_path(model), **body}}
 
 
+def with_count_model(body: Any, model: str) -> Any:
+    """A client's countTokens body for `model`: its `generateContentRequest` (if any) names the
+    destination's model, not the endpoint the client addressed."""
+    if isinstance(body, dict):
+        key = next((k for k in ("generateContentRequest", "generate_content_request") if isinstance(body.get(k), dict)), None)
+        if key is not None:
+            return {**body, key: {**body[key], "model": model_path(model)}}
+    return body
+
+
 def generate_request_of_count(body: Any) -> Any:
     """A client's countTokens body -> the generateContent body it counts: either its
     `generateContentRequest` or the bare `contents` form."""
@@ -516,7 +526,7 @@ def _encode_tool_result(message: Message, names: dict[str, str], i: int) -> list
             f"'messages[{i}]' answers tool call '{message.tool_call_id}', which no earlier assistant message made.",
             f"messages[{i}].tool_call_id",
         )
-    text = message.text()
+    text = message.paragraphs()
     try:
         result = orjson.loads(text) if text.lstrip().startswith("{") else None
     except orjson.JSONDecodeError:
@@ -1028,7 +1038,7 @@ _ERROR_STATUSES = {
 
 def error_status(error: GatewayError) -> int:
     # Google answers "overloaded" with 503 UNAVAILABLE, which its SDKs retry; 529 is Anthropic's.
-    return 503 if error.status == 529 else error.status
+    return 503 if error.kind is ErrorKind.OVERLOADED else error.status
 
 
 def encode_error(error: GatewayError) -> dict[str, Any]:

@@ -324,10 +324,10 @@ def _encode_message(message: Message, where: str) -> dict[str, Any]:
         return out
     if message.role == "tool":
         out["tool_call_id"] = message.tool_call_id
-        out["content"] = message.text()
+        out["content"] = message.paragraphs()
         return out
     if message.role == "system" or all(isinstance(p, TextPart) for p in message.content):
-        out["content"] = message.text()
+        out["content"] = message.paragraphs()
     else:
         out["content"] = [_encode_part(p, f"{where}.content[{j}]") for j, p in enumerate(message.content)]
     if message.name:
