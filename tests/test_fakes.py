@@ -223,6 +223,21 @@ def test_openai_responses(oai, fake):
     assert json.loads(r.output_text) == {"echo": "hi"}
 
 
+def test_azure_responses(fake):
+    """Azure's Responses API on a classic resource URL: no deployment in the path, the body names it."""
+    client = openai.AzureOpenAI(azure_endpoint=fake.url, api_key="az-key", api_version="2025-04-01-preview", max_retries=0)
+    r = client.responses.create(model="my-deploy", instructions="Be brief.", input="hello azure")
+    assert (r.model, r.output_text) == ("my-deploy", "[system: Be brief.] echo: hello azure")
+    req = fake.last("/responses")
+    assert req["path"] == "/openai/responses" and req["query"] == {"api-version": "2025-04-01-preview"}
+    assert req["headers"]["api-key"] == "az-key" and req["json"]["model"] == "my-deploy"
+    kinds = [e.type for e in client.responses.create(model="my-deploy", input="a b", stream=True)]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert fake.last("/responses")["path"] == "/openai/responses"
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="error-429", input="x")
+
+
 def test_openai_responses_stream_tools_and_reasoning(oai):
     with oai.responses.stream(
         model="gpt-5", input="do parallel", tools=RESPONSES_TOOLS,

@@ -1,13 +1,14 @@
 """Fake OpenAI (and Azure OpenAI) Chat Completions, Responses, Embeddings and Models.
 
-Responses (`POST /v1/responses`) follows the scenario rules of scenario.py through a Turn built from
-the body (instructions = system prompt, a trailing function_call_output = tool results, function and
-custom tools = tools, text.format = JSON mode, max_output_tokens = the limit). One addition: a
-`reasoning` object with a `summary` or an `effort` other than "none" makes the answer start with a
-reasoning item, summarised as "thinking about: <user text>" when a summary was asked for, with
-`encrypted_content` when `include` has "reasoning.encrypted_content"; its words count as reasoning
-tokens, part of the output tokens. A custom tool is called with the user text as its input (or, for a
-tool directive, with the directive's "input" argument).
+Responses (`POST /v1/responses`, and Azure's `POST /openai/responses?api-version=...`) follows the
+scenario rules of scenario.py through a Turn built from the body (instructions = system prompt, a
+trailing function_call_output = tool results, function and custom tools = tools, text.format = JSON
+mode, max_output_tokens = the limit). One addition: a `reasoning` object with a `summary` or an
+`effort` other than "none" makes the answer start with a reasoning item, summarised as "thinking
+about: <user text>" when a summary was asked for, with `encrypted_content` when `include` has
+"reasoning.encrypted_content"; its words count as reasoning tokens, part of the output tokens. A
+custom tool is called with the user text as its input (or, for a tool directive, with the
+directive's "input" argument).
 """
 
 from __future__ import annotations
@@ -564,6 +565,9 @@ async def get_model(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/responses", responses)
+    # Azure's Responses API on a classic resource URL: not under a deployment (the body's model names
+    # it); the api-version query is recorded with the request, as on the deployment routes.
+    app.router.add_post("/openai/responses", responses)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat_completions)
     app.router.add_post("/openai/deployments/{deployment}/embeddings", azure_embeddings)
