@@ -442,6 +442,31 @@ def test_signed_thinking_blocks_in_history(client, fake_upstream, provider):
         assert "EqQBCkYIBxgCKkA" not in json.dumps(fake_upstream.requests[-1]["json"])
 
 
+@pytest.mark.parametrize("provider", TRANSLATED)
+def test_gemini_thoughts_an_anthropic_client_holds_go_back_to_gemini_only(client, fake_upstream, provider):
+    """An earlier turn Gemini answered reached this client as a thinking block whose signature is
+    the gateway's seal (`aigw1.gemini.<thoughtSignature>`): it goes back to Gemini as the thought's
+    signature, and to no other vendor."""
+    fake_upstream.clear()
+    messages = [
+        *user("first"),
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "pondering", "signature": "aigw1.gemini.Q2lRQlZLaGtMdVdQ"},
+            {"type": "text", "text": "echo: first"},
+        ]},
+        *user("second"),
+    ]  # fmt: skip
+    message = client.messages.create(model=provider, max_tokens=100, messages=messages)
+    assert message.content[-1].text == echo(provider, "second")
+    if provider == "demo":
+        return
+    sent = fake_upstream.requests[-1]["json"]
+    if provider == "gemini":
+        assert sent["contents"][1]["parts"][0] == {"text": "pondering", "thought": True, "thoughtSignature": "Q2lRQlZLaGtMdVdQ"}
+    else:
+        assert "Q2lRQlZLaGtMdVdQ" not in json.dumps(sent)
+
+
 # --- count_tokens and models -----------------------------------------------------------------------
 
 # "count these tokens please" is 25 characters: the fakes count ceil(25 / 4) = 7, the gateway's own
@@ -621,6 +646,18 @@ def test_invalid_body_is_400_naming_the_field(gateway, fake_upstream, provider, 
     message = assert_anthropic_error(post(gateway, {"model": provider, **body}), 400, "invalid_request_error")
     assert f"'{field}'" in message
     assert fake_upstream.requests == []  # refused by the gateway, pass-through or not
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_400_from_translating_for_the_destination_names_the_anthropic_field(gateway, fake_upstream, stream):
+    """Gemini needs a function's name for its result, and this one answers no call: the 400 names
+    `messages` (canonical message indexes are not the client's), not a canonical `messages[i]`."""
+    fake_upstream.clear()
+    orphan = [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_ghost", "content": "x"}]}]
+    body = {"model": "gemini", "max_tokens": 10, "messages": [*user("hi"), {"role": "assistant", "content": "ok"}, *orphan]}
+    message = assert_anthropic_error(post(gateway, {**body, "stream": stream}), 400, "invalid_request_error")
+    assert "'messages' answers tool call 'toolu_ghost'" in message
+    assert fake_upstream.requests == []
 
 
 def test_missing_max_tokens_through_the_sdk(client):

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from aigw.errors import ErrorKind, GatewayError
 from aigw.policies.auth import Authenticator, Principal, extract_token
-from aigw.store import Store, TokenRecord, ensure_admin_token
+from aigw.store import AccessSnapshot, Store, TokenRecord, ensure_admin_token
 from tests.store_fixtures import database_url, store  # noqa: F401  (until tests/conftest.py imports them)
 
 TOKEN = "aigw_abcdefghijkl_" + "s" * 43
@@ -80,6 +80,10 @@ class RecordingStore:
         self.loads += 1
         self._check()
         return self.store.active_token_records()
+
+    def access_snapshot(self) -> AccessSnapshot:
+        self._check()
+        return self.store.access_snapshot()
 
 
 @pytest.fixture

@@ -310,7 +310,6 @@ def test_gemini_cli_style_call_with_id_and_thought_signature(client, fake_upstre
         assert base64.b64encode(b"sig-bytes").decode() not in json.dumps(sent)
 
 
-@pytest.mark.xfail(strict=True, reason="a Gemini thoughtSignature is replayed to Anthropic as a thinking block's signature")
 def test_gemini_thought_signature_never_reaches_anthropic(client, fake_upstream):
     """Anthropic refuses a thinking block whose signature it did not mint ("Invalid `signature` in
     `thinking` block"): Gemini's signed thoughts must not reach it as signed thinking blocks."""
@@ -329,6 +328,31 @@ def test_gemini_thought_signature_never_reaches_anthropic(client, fake_upstream)
     signatures = [b.get("signature") for m in sent["messages"] if isinstance(m["content"], list) for b in m["content"]
                   if b.get("type") == "thinking"]  # fmt: skip
     assert base64.b64encode(b"gemini-sig").decode() not in signatures
+
+
+@pytest.mark.parametrize("provider", TRANSLATED)
+def test_anthropic_thinking_a_gemini_client_holds_goes_back_to_anthropic_only(client, fake_upstream, provider):
+    """An earlier turn Anthropic answered reached this client with its signature sealed in the
+    thoughtSignature (the gateway's `aigw1.anthropic.` seal, base64): it goes back to Anthropic as
+    the thinking block's signature, and to no other vendor."""
+    contents = [
+        *text_of("first"),
+        types.Content(role="model", parts=[
+            types.Part(text="pondering", thought=True, thought_signature=b"aigw1.anthropic.EqQBCkYIBxgCKkA"),
+            types.Part(text="echo: first"),
+        ]),
+        *text_of("second"),
+    ]  # fmt: skip
+    fake_upstream.clear()
+    reply = client.models.generate_content(model=provider, contents=contents)
+    assert reply.text == echo(provider, "second")
+    if provider == "demo":
+        return
+    sent = fake_upstream.requests[-1]["json"]
+    if provider == "anthropic":
+        assert sent["messages"][1]["content"][0] == {"type": "thinking", "thinking": "pondering", "signature": "EqQBCkYIBxgCKkA"}
+    else:
+        assert "EqQBCkYIBxgCKkA" not in json.dumps(sent)
 
 
 @pytest.mark.parametrize("provider", FAKE_PROVIDERS)
@@ -600,12 +624,18 @@ def test_invalid_body_is_400_naming_the_field(gateway, fake_upstream, provider, 
     assert fake_upstream.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="the 400 names the OpenAI parameter 'n', not the Gemini field")
 def test_candidate_count_the_destination_cannot_serve_names_the_gemini_field(client):
     with pytest.raises(errors.ClientError) as caught:
         client.models.generate_content(model="anthropic", contents="two", config=types.GenerateContentConfig(candidate_count=2))
     assert caught.value.code == 400
     assert "candidateCount" in caught.value.message
+
+
+def test_candidate_count_the_destination_cannot_serve_names_the_gemini_field_when_streaming(gateway):
+    body = body_of("two", generationConfig={"candidateCount": 2})
+    response = post(gateway, "anthropic:streamGenerateContent", body, query="?alt=sse")
+    message = assert_google_error(response, 400, "INVALID_ARGUMENT")
+    assert "'generationConfig.candidateCount' must be 1" in message
 
 
 @pytest.mark.parametrize("provider", ["gemini", "openai", "compat"])

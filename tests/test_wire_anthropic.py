@@ -19,8 +19,10 @@ import pytest
 from aigw.canonical import (
     ChatRequest,
     ChatResponse,
+    Choice,
     Finish,
     Message,
+    Reasoning,
     ReasoningDelta,
     StreamEvent,
     StreamStart,
@@ -676,3 +678,86 @@ def test_system_messages_inside_messages_are_kept_in_place() -> None:
     encoded = wire.encode_request(request, "claude-sonnet-4-5", stream=False)
     assert encoded["system"] == "Tools changed.\n\nBe brief."
     assert [turn["role"] for turn in encoded["messages"]] == ["user", "assistant", "user"]
+
+
+# --- signatures: only Anthropic's go to Anthropic ------------------------------------------------
+
+# One reasoning of each origin, and the blocks an Anthropic client is shown for them.
+SIGNED = [
+    Reasoning(text="Mine.", signature="EqQBCkYIBxgC", signer="anthropic"),
+    Reasoning(redacted="EmwKAhgBEgy", signer="anthropic"),
+    Reasoning(text="Gemini's.", signature="Q2lRQlZL", signer="gemini"),
+    Reasoning(redacted="gAAAAABo-blob", signer="openai_responses"),
+    Reasoning(text="Unsigned."),
+]
+SHOWN = [
+    {"type": "thinking", "thinking": "Mine.", "signature": "EqQBCkYIBxgC"},
+    {"type": "redacted_thinking", "data": "EmwKAhgBEgy"},
+    {"type": "thinking", "thinking": "Gemini's.", "signature": "aigw1.gemini.Q2lRQlZL"},
+    {"type": "redacted_thinking", "data": "aigw1.openai_responses.gAAAAABo-blob"},
+    {"type": "thinking", "thinking": "Unsigned.", "signature": ""},
+]
+
+
+def _with_reasoning(reasoning: list[Reasoning]) -> ChatRequest:
+    messages = [
+        Message(role="user", content=[TextPart(text="hi")]),
+        Message(role="assistant", content=[TextPart(text="Done.")], reasoning=reasoning),
+        Message(role="user", content=[TextPart(text="more")]),
+    ]
+    return ChatRequest(model="m", messages=messages)
+
+
+def test_upstream_answers_are_signed_by_anthropic() -> None:
+    reasoning = wire.decode_response(load("response_tool_use.json")).choices[0].message.reasoning
+    assert [r.signer for r in reasoning] == ["anthropic", "anthropic"]
+    events = decode_sse((GOLDEN / "stream_thinking.sse").read_bytes())
+    signed = [e for e in events if isinstance(e, ReasoningDelta) and (e.signature or e.redacted)]
+    assert len(signed) == 2 and all(e.signer == "anthropic" for e in signed)
+
+
+def test_client_sees_other_vendors_signatures_sealed() -> None:
+    reasoning = [*SIGNED, Reasoning(text="Nobody knows whose.", signature="x"), Reasoning(redacted="y")]
+    message = Message(role="assistant", content=[TextPart(text="Done.")], reasoning=reasoning)
+    blocks = wire.encode_response(ChatResponse(id="msg_1", model="m", created=0, choices=[Choice(message=message)]))["content"]
+    # A signature of unknown origin is worth nothing upstream: the reasoning is shown unsigned.
+    unknown = {"type": "thinking", "thinking": "Nobody knows whose.", "signature": ""}
+    assert blocks == [*SHOWN, unknown, {"type": "text", "text": "Done."}]
+
+
+def test_client_stream_sees_other_vendors_signatures_sealed(fixed_ids: None) -> None:
+    events: list[StreamEvent] = [
+        ReasoningDelta(text="Gemini's."),
+        ReasoningDelta(signature="Q2lRQlZL", signer="gemini"),
+        ReasoningDelta(redacted="gAAAAABo-blob", signer="openai_responses"),
+        ReasoningDelta(redacted="unknown-origin"),
+        ReasoningDelta(text="Mine."),
+        ReasoningDelta(signature="EqQBCkYIBxgC", signer="anthropic"),
+        Finish(reason="stop"),
+    ]
+    frames = [data for _, data in _parsed_frames(encode_events(events))]
+    started = [f["content_block"]["type"] for f in frames if f["type"] == "content_block_start"]
+    assert started == ["thinking", "redacted_thinking", "thinking"]
+    assert [f["content_block"]["data"] for f in frames if f["type"] == "content_block_start" and "data" in f["content_block"]] == [
+        "aigw1.openai_responses.gAAAAABo-blob"
+    ]
+    signatures = [f["delta"]["signature"] for f in frames if f["type"] == "content_block_delta" and "signature" in f["delta"]]
+    assert signatures == ["aigw1.gemini.Q2lRQlZL", "EqQBCkYIBxgC"]
+
+
+def test_client_request_opens_sealed_signatures() -> None:
+    body = _body(messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [*SHOWN, {"type": "text", "text": "Done."}]},
+        {"role": "user", "content": "more"},
+    ])  # fmt: skip
+    assert wire.decode_request(body).messages[1].reasoning == SIGNED
+
+
+def test_only_anthropic_signatures_go_upstream() -> None:
+    body = wire.encode_request(_with_reasoning(SIGNED), "claude-sonnet-4-5", stream=False)
+    assert body["messages"][1]["content"] == [*SHOWN[:2], {"type": "text", "text": "Done."}]
+    # Neither a signature nor a redaction of unknown origin goes either.
+    unknown = [Reasoning(text="t", signature="x"), Reasoning(redacted="y")]
+    body = wire.encode_request(_with_reasoning(unknown), "claude-sonnet-4-5", stream=False)
+    assert body["messages"][1]["content"] == [{"type": "text", "text": "Done."}]

@@ -8,6 +8,7 @@ diff before committing it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,11 +22,15 @@ from google.genai import types as genai
 from aigw.canonical import (
     ChatRequest,
     ChatResponse,
+    Choice,
     EmbeddingsRequest,
     EmbeddingsResponse,
     Finish,
     Message,
+    Reasoning,
+    ReasoningDelta,
     StreamEvent,
+    StreamStart,
     TextPart,
     ToolCall,
     ToolCallDelta,
@@ -555,3 +560,112 @@ def test_provider_tool_call_ids_are_stable_for_follow_ups() -> None:
     response = asyncio.run(provider.chat(CHAT))
     assert response.choices[0].finish_reason == "tool_calls"
     assert response.choices[0].message.tool_calls == [ToolCall(id="call_r1x_0", name="f", arguments="{}")]
+
+
+# --- signatures: only Gemini's go to Gemini -------------------------------------------------------
+
+
+def sealed(signer: str, signature: str) -> str:
+    """Another vendor's signature as a Gemini client holds it: the gateway's seal, base64-encoded."""
+    return base64.b64encode(f"aigw1.{signer}.{signature}".encode()).decode()
+
+
+# A model turn with one signature of each origin, and the parts a Gemini client is shown for it.
+SIGNED_TURN = Message(
+    role="assistant",
+    content=[TextPart(text="Done.")],
+    reasoning=[
+        Reasoning(text="Mine.", signature="Q2lRQlZL", signer="gemini"),
+        Reasoning(text="Claude's.", signature="EqQBCkYIBxgC+/8=", signer="anthropic"),
+        Reasoning(text="Unsigned."),
+    ],
+    tool_calls=[
+        ToolCall(id="c1", name="f", arguments="{}", signature="U2lnUGFyaXM=", signer="gemini"),
+        ToolCall(id="c2", name="f", arguments="{}", signature="not-gemini", signer="openai_responses"),
+    ],
+)
+SHOWN_PARTS = [
+    {"text": "Mine.", "thought": True, "thoughtSignature": "Q2lRQlZL"},
+    {"text": "Claude's.", "thought": True, "thoughtSignature": sealed("anthropic", "EqQBCkYIBxgC+/8=")},
+    {"text": "Unsigned.", "thought": True},
+    {"text": "Done."},
+    {"functionCall": {"name": "f", "args": {}, "id": "c1"}, "thoughtSignature": "U2lnUGFyaXM="},
+    {"functionCall": {"name": "f", "args": {}, "id": "c2"}, "thoughtSignature": sealed("openai_responses", "not-gemini")},
+]
+
+
+def test_upstream_answers_are_signed_by_gemini() -> None:
+    for case in ("parallel_calls_thoughts", "candidates_finish"):
+        response = gemini.decode_response(orjson.loads((GOLDEN / f"response_decode/{case}.in.json").read_text()))
+        messages = [choice.message for choice in response.choices]
+        signed = [x for m in messages for x in (*m.reasoning, *m.tool_calls) if x.signature is not None]
+        assert signed and all(x.signer == "gemini" for x in signed)
+    for case in ("parallel_function_calls", "text_with_thoughts"):
+        events = decode_stream((GOLDEN / f"stream_decode/{case}.in.sse").read_bytes())
+        signed = [e for e in events if isinstance(e, (ReasoningDelta, ToolCallDelta)) and e.signature is not None]
+        assert signed and all(e.signer == "gemini" for e in signed)
+
+
+def test_client_sees_other_vendors_signatures_sealed() -> None:
+    body = gemini.encode_response(ChatResponse(id="r", model="m", created=0, choices=[Choice(message=SIGNED_TURN)]))
+    assert body["candidates"][0]["content"]["parts"] == SHOWN_PARTS
+    # Google's SDK takes the sealed signature as the bytes a thoughtSignature is.
+    parts = genai.GenerateContentResponse.model_validate(body).candidates[0].content.parts
+    assert parts[1].thought_signature == b"aigw1.anthropic.EqQBCkYIBxgC+/8="
+
+
+def test_client_stream_sees_other_vendors_signatures_sealed() -> None:
+    events: list[StreamEvent] = [
+        StreamStart(id="r", model="m", created=0),
+        ReasoningDelta(text="Claude's."),
+        ReasoningDelta(signature="EqQBCkYIBxgC", signer="anthropic"),
+        ReasoningDelta(signature="unknown-origin"),  # worth nothing upstream: not shown
+        ToolCallDelta(tool_index=0, id="c1", name="f", arguments="{}", signature="U2ln", signer="gemini"),
+        Finish(reason="tool_calls"),
+    ]
+    frames = [orjson.loads(e.data) for e in SSEParser().feed(encode_stream(events))]
+    parts = [part for frame in frames for part in frame["candidates"][0]["content"]["parts"]]
+    assert [p.get("thoughtSignature") for p in parts] == [None, sealed("anthropic", "EqQBCkYIBxgC"), "U2ln"]
+
+
+def test_client_request_opens_sealed_signatures() -> None:
+    # A client may send bytes back as base64url without padding (pydantic can write them so).
+    url_safe = base64.urlsafe_b64encode(b"aigw1.anthropic.EqQBCkYIBxgC+/8=").decode().rstrip("=")
+    parts = [
+        *SHOWN_PARTS[:1],
+        {**SHOWN_PARTS[1], "thoughtSignature": url_safe},
+        *SHOWN_PARTS[2:5],
+        {**SHOWN_PARTS[5], "thoughtSignature": gemini.SKIP_SIGNATURE},  # Google's sentinel: no signature
+    ]
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": parts}]}
+    message = gemini.decode_request(body, "m").messages[1]
+    assert message.reasoning == SIGNED_TURN.reasoning
+    assert message.tool_calls == [SIGNED_TURN.tool_calls[0], ToolCall(id="c2", name="f", arguments="{}")]
+    # Not a seal after all (it opens to no signer): a Gemini signature, kept as it came.
+    odd = base64.b64encode(b"aigw1.no-dot").decode()
+    assert gemini.thought_signature_from_client(odd) == ("gemini", odd)
+
+
+@pytest.mark.parametrize(("model", "sentinel"), [("gemini-3-pro-preview", True), ("gemini-2.5-flash", False)])
+def test_only_gemini_signatures_go_upstream(model: str, sentinel: bool) -> None:
+    """Gemini's signed thoughts go back as thought parts, its calls' signatures on the calls;
+    another vendor's reasoning is left out, and a call signed by another gets the sentinel Gemini 3
+    wants of a turn whose calls carry no signature of its own."""
+    foreign = Message(
+        role="assistant",
+        reasoning=[SIGNED_TURN.reasoning[1], Reasoning(redacted="EmwK", signer="anthropic")],
+        tool_calls=[SIGNED_TURN.tool_calls[1]],
+    )
+    messages = [
+        Message(role="user", content=[TextPart(text="hi")]),
+        SIGNED_TURN,
+        *[Message(role="tool", tool_call_id=c, content=[TextPart(text="ok")]) for c in ("c1", "c2")],
+        foreign,
+        Message(role="tool", tool_call_id="c2", content=[TextPart(text="ok")]),
+    ]
+    contents = gemini.encode_request(ChatRequest(model="m", messages=messages), model, stream=False)["contents"]
+    assert contents[1]["parts"] == [
+        SHOWN_PARTS[0], SHOWN_PARTS[3], SHOWN_PARTS[4], {"functionCall": {"name": "f", "args": {}, "id": "c2"}},
+    ]  # fmt: skip
+    skip = {"thoughtSignature": gemini.SKIP_SIGNATURE} if sentinel else {}
+    assert contents[3]["parts"] == [{"functionCall": {"name": "f", "args": {}, "id": "c2"}, **skip}]

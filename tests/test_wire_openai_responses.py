@@ -8,6 +8,7 @@ validate every event and Response the encoders produce, so the goldens cannot dr
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -117,14 +118,24 @@ def test_decode_codex_request() -> None:
     system, developer, *_ = request.messages
     assert system.text().startswith("You are Codex") and developer.role == "system"
     first_turn, second_turn = (m for m in request.messages if m.role == "assistant")
-    # An OpenAI blob stays opaque; the gateway's own token gives back the signature it carried.
+    # An OpenAI blob stays opaque, and OpenAI's; the gateway's own token gives back the signature it
+    # carried (these tokens predate signers: the reasoning's taken for Anthropic's, the call's Gemini's).
     assert first_turn.reasoning == [
-        Reasoning(text="**Inspecting the tests**\n\nI should list the files first.", redacted="gAAAAABo-openai-opaque-blob==")
+        Reasoning(
+            text="**Inspecting the tests**\n\nI should list the files first.",
+            redacted="gAAAAABo-openai-opaque-blob==",
+            signer="openai_responses",
+        )
     ]
-    assert second_turn.reasoning == [Reasoning(text="Now read the failing test.", signature="EqQBCkgIARABGAIiQL-sig")]
+    assert second_turn.reasoning == [
+        Reasoning(text="Now read the failing test.", signature="EqQBCkgIARABGAIiQL-sig", signer="anthropic")
+    ]
     assert second_turn.tool_calls == [
-        ToolCall(id="call_shell_2", name="shell_command", arguments='{"command":"cat tests/test_x.py"}', signature="gemini-thought-sig")
-    ]
+        ToolCall(
+            id="call_shell_2", name="shell_command", arguments='{"command":"cat tests/test_x.py"}',
+            signature="gemini-thought-sig", signer="gemini",
+        )
+    ]  # fmt: skip
     # The unanswered call followed by more user input is kept as Codex sent it.
     assert request.messages[-1].role == "user" and request.messages[-2] is second_turn
     assert [t.name for t in request.tools] == ["shell_command", "apply_patch"]
@@ -318,21 +329,55 @@ def test_reasoning_and_signatures_round_trip(fixed_ids: None) -> None:
 
 
 def test_reasoning_token_scheme() -> None:
-    assert wire.encode_reasoning_token(None, None) is None
-    assert wire.encode_reasoning_token(None, "gAAAA-openai") == "gAAAA-openai"
-    for signature, redacted, calls in [
-        ("sig", None, None),
-        ("", None, None),
-        (None, "aigw:v1:looks-like-ours", None),
-        ("sig", "data", {"call_1": "s1"}),
-        (None, None, {"call_1": "s1"}),
+    assert wire.encode_reasoning_token("anthropic") is None
+    assert wire.encode_reasoning_token(None, "sig", "data", {"call_1": "s1"}) is None  # nobody knows who signed it
+    # OpenAI's own encrypted reasoning stays as OpenAI issued it, and comes back as OpenAI's.
+    assert wire.encode_reasoning_token("openai_responses", None, "gAAAA-openai") == "gAAAA-openai"
+    assert wire.decode_reasoning_token("gAAAA-openai", "x") == wire.ReasoningToken("openai_responses", None, "gAAAA-openai")
+    for signer, signature, redacted, calls in [
+        ("anthropic", "sig", None, None),
+        ("anthropic", "", None, None),
+        ("anthropic", None, "data", None),  # another vendor's encrypted reasoning is sealed, signer inside
+        ("openai_responses", None, "aigw:v1:looks-like-ours", None),
+        ("gemini", "sig", "data", {"call_1": "s1"}),
+        ("gemini", None, None, {"call_1": "s1"}),
     ]:
-        token = wire.encode_reasoning_token(signature, redacted, calls)
+        token = wire.encode_reasoning_token(signer, signature, redacted, calls)
         assert token is not None and token.startswith("aigw:v1:")
-        assert wire.decode_reasoning_token(token, "x") == (signature, redacted, calls or {})
-    assert wire.decode_reasoning_token("gAAAA-openai", "x") == (None, "gAAAA-openai", {})
+        call_signatures = {call_id: (signer, s) for call_id, s in (calls or {}).items()}
+        assert wire.decode_reasoning_token(token, "x") == (signer, signature, redacted, call_signatures)
     with pytest.raises(GatewayError):
         wire.decode_reasoning_token("aigw:v1:WyJub3QgYW4gb2JqZWN0Il0", "x")  # ["not an object"]
+
+
+def test_reasoning_tokens_issued_before_signers() -> None:
+    """A token without "w": its calls' signatures are Gemini's (no other vendor signs calls), its
+    reasoning's taken for Anthropic's, which is where the gateway sent them when it issued them."""
+    token = "aigw:v1:" + base64.urlsafe_b64encode(b'{"s":"EqQB","r":"Emwk","c":{"call_1":"R2Vt"}}').rstrip(b"=").decode()
+    assert wire.decode_reasoning_token(token, "x") == ("anthropic", "EqQB", "Emwk", {"call_1": ("gemini", "R2Vt")})
+
+
+def test_signatures_of_unknown_origin_are_left_out_and_each_signer_gets_its_carrier(fixed_ids: None) -> None:
+    message = Message(
+        role="assistant",
+        reasoning=[Reasoning(text="Whose?", signature="x"), Reasoning(text="Claude's.", signature="EqQB", signer="anthropic")],
+        tool_calls=[
+            ToolCall(id="call_1", name="f", arguments="{}", signature="R2Vt", signer="gemini"),
+            ToolCall(id="call_2", name="f", arguments="{}", signature="other", signer="vendor_x"),
+            ToolCall(id="call_3", name="f", arguments="{}", signature="unknown-origin"),
+        ],
+    )
+    response = ChatResponse(id="r", model="m", created=0, choices=[Choice(message=message)])
+    output = wire.encode_response(response, {"model": "m", "input": "hi"})["output"]
+    assert "encrypted_content" not in output[0] and output[0]["summary"][0]["text"] == "Whose?"
+    assert wire.decode_reasoning_token(output[1]["encrypted_content"], "x") == ("anthropic", "EqQB", None, {})
+    carriers = [wire.decode_reasoning_token(item["encrypted_content"], "x") for item in output[5:]]
+    assert [c.calls for c in carriers] == [{"call_1": ("gemini", "R2Vt")}, {"call_2": ("vendor_x", "other")}]
+    # and back: each call with its own signer, the unknown one with none
+    request = wire.decode_request({"model": "m", "input": [{"role": "user", "content": "hi"}, *output]})
+    assert [(c.signature, c.signer) for c in request.messages[1].tool_calls] == [
+        ("R2Vt", "gemini"), ("other", "vendor_x"), (None, None),
+    ]  # fmt: skip
 
 
 # --- streams -------------------------------------------------------------------------------------
@@ -389,7 +434,7 @@ def test_stream_tools_structure(fixed_ids: None) -> None:
     # The Gemini signature of call_time rides in a last reasoning item, and comes back from it.
     carrier = final["output"][-1]
     assert carrier["type"] == "reasoning" and carrier["summary"] == []
-    assert wire.decode_reasoning_token(carrier["encrypted_content"], "x")[2] == {"call_time": "gemini-thought-sig"}
+    assert wire.decode_reasoning_token(carrier["encrypted_content"], "x").calls == {"call_time": ("gemini", "gemini-thought-sig")}
     assert final["tools"] == body["tools"] and final["tool_choice"] == "required"
 
 
@@ -399,9 +444,9 @@ def test_stream_reasoning_round_trip(fixed_ids: None) -> None:
     assert [i["type"] for i in final["output"]] == ["reasoning", "reasoning", "reasoning", "message"]
     request = wire.decode_request({**body, "input": [{"role": "user", "content": "q"}, *final["output"]]})
     assert request.messages[-1].reasoning == [
-        Reasoning(text="Simple arithmetic.", signature="sig-first"),
+        Reasoning(text="Simple arithmetic.", signature="sig-first", signer="anthropic"),
         Reasoning(text="Double-check: 4."),
-        Reasoning(redacted="opaque-redacted-bytes"),
+        Reasoning(redacted="opaque-redacted-bytes", signer="anthropic"),
     ]
     assert request.messages[-1].text() == "2 + 2 = 4."
     assert final["usage"]["output_tokens_details"] == {"reasoning_tokens": 18}

@@ -1,7 +1,7 @@
 """The gateway as an ASGI application: routes, start-up and shut-down, error rendering.
 
-`Gateway` owns the long-lived parts (settings, store, authenticator, router, upstream client) and is
-passed to the surfaces; nothing lives in module globals.
+`Gateway` owns the long-lived parts (settings, store, authenticator, permissions, router, upstream
+client) and is passed to the surfaces; nothing lives in module globals.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from aigw.http.asgi import Receive, Request, Scope, Send, send_body
 from aigw.http.pool import PooledUpstreamClient
 from aigw.http.upstream import UpstreamClient
 from aigw.policies.auth import Authenticator
+from aigw.policies.permissions import Permissions, public_endpoints
 from aigw.routing import Router
 from aigw.store import Store
 from aigw.surfaces.anthropic import AnthropicSurface
@@ -31,7 +32,11 @@ class Gateway:
         self.settings = settings
         self.store = store
         self._client = client
-        self.auth = Authenticator(store, refresh_seconds=settings.server.token_refresh_seconds)
+        # Grants are loaded and refreshed with the tokens: the authenticator swaps them in.
+        self.permissions = Permissions(public=public_endpoints(settings))
+        self.auth = Authenticator(
+            store, refresh_seconds=settings.server.token_refresh_seconds, permissions=self.permissions
+        )
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)

@@ -6,7 +6,23 @@ So N client formats and M providers need N + M translators, never N x M.
 
 The vocabulary follows OpenAI chat where one is needed (roles, finish reasons), because it is the
 most widely known; the *shape* is our own: content is always a list of typed parts, reasoning is kept
-with its signature, and usage names input and output explicitly.
+with its signature and the name of the vendor that signed it, and usage names input and output
+explicitly.
+
+Signatures and their signer. Vendors sign reasoning (Anthropic `thinking` signatures and
+`redacted_thinking` data, Gemini `thoughtSignature`s, OpenAI's encrypted reasoning) and verify it
+on the next turn; another vendor's signature is refused ("Invalid `signature` in `thinking` block").
+So a signature travels with `signer`, the wire format that minted it (`anthropic`, `gemini`,
+`openai_responses`; None: unknown), and crosses wires by these rules:
+
+- a decoder of an upstream's answer sets `signer` to its own wire;
+- an encoder of a client's answer in wire W renders a signature as it is when W signed it, sealed
+  (`seal_signature`: `aigw1.<signer>.<signature>`, opaque to the client) when another wire did,
+  and not at all when the signer is unknown;
+- a decoder of a client's request in wire W opens a sealed signature; any other is W's own;
+- an encoder of an upstream's request in wire V sends only signatures V signed.
+
+Pass-through bodies are never decoded, so none of this touches them.
 
 Structs are msgspec's: cheap to build on the hot path, and `msgspec.to_builtins` gives golden tests
 a plain view.
@@ -62,11 +78,13 @@ Part = Union[TextPart, ImagePart, FilePart]
 
 class Reasoning(Struct):
     """A model's reasoning ("thinking"). `signature` lets providers that sign it verify it on
-    the next turn; `redacted` carries encrypted reasoning that only the same vendor can read."""
+    the next turn; `redacted` carries encrypted reasoning that only the same vendor can read;
+    `signer` is the wire format that minted both (see the module docstring)."""
 
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
+    signer: str | None = None
 
 
 class ToolCall(Struct):
@@ -74,6 +92,7 @@ class ToolCall(Struct):
     name: str
     arguments: str  # JSON text, as the model produced it
     signature: str | None = None  # vendor token that must travel with the call (Gemini thoughtSignature)
+    signer: str | None = None  # the wire format that minted `signature`
 
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -96,6 +115,41 @@ class Message(Struct):
         """The text parts as paragraphs: for blocks a client wrote separately (a system prompt, a
         tool result, a user turn) that a target API can only take as one string."""
         return "\n\n".join(p.text for p in self.content if isinstance(p, TextPart) and p.text)
+
+
+# --- signatures across wires ----------------------------------------------------------------------
+
+SEAL_PREFIX = "aigw1."  # never starts a vendor's signature: those are base64 (or, for OpenAI, base64url)
+
+
+def seal_signature(signer: str, value: str) -> str:
+    """Another wire's signature (or encrypted reasoning) as a client may hold it: opaque to the
+    client, which sends it back as it got it, and unmistakable to the gateway."""
+    return f"{SEAL_PREFIX}{signer}.{value}"
+
+
+def open_signature(value: str) -> tuple[str, str] | None:
+    """(signer, signature) of a sealed value; None for anything else (a vendor's own signature)."""
+    if not value.startswith(SEAL_PREFIX):
+        return None
+    signer, dot, signature = value[len(SEAL_PREFIX) :].partition(".")
+    return (signer, signature) if dot and signer else None
+
+
+def signature_for_client(wire: str, signer: str | None, value: str | None) -> str | None:
+    """A signature as an encoder for clients of `wire` renders it: as it is when `wire` minted it,
+    sealed when another wire did, left out when nobody knows who did (no upstream would take it)."""
+    if value is None or signer is None:
+        return None
+    return value if signer == wire else seal_signature(signer, value)
+
+
+def signature_from_client(wire: str, value: str | None) -> tuple[str | None, str | None]:
+    """(signer, signature) of a signature a client of `wire` sent back: a sealed one opened, any
+    other minted by `wire` (it reached the client unsealed, so `wire` signed it)."""
+    if not value:
+        return None, None
+    return open_signature(value) or (wire, value)
 
 
 # --- request ---------------------------------------------------------------------------------------
@@ -222,6 +276,7 @@ class ReasoningDelta(Struct, tag="reasoning"):
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
+    signer: str | None = None  # the wire format that minted `signature` / `redacted`
     index: int = 0
 
 
@@ -234,6 +289,7 @@ class ToolCallDelta(Struct, tag="tool_call"):
     name: str | None = None
     arguments: str = ""
     signature: str | None = None
+    signer: str | None = None  # the wire format that minted `signature`
     index: int = 0
 
 

@@ -1,4 +1,5 @@
-"""The `aigw` command line: `serve`, `tokens`, `--version`."""
+"""The `aigw` command line: `serve`, `tokens`, `users`, `service-principals`, `groups`, `grants`,
+`--version`."""
 
 from __future__ import annotations
 
@@ -55,11 +56,26 @@ def serve(config: Path | None, host: str | None, port: int | None) -> None:
     http_server.run(Gateway(settings, store), host, port, graceful_timeout=10.0)
 
 
-def _register_tokens() -> None:
+def _register_admin_commands() -> None:
+    from aigw.admin.access_cli import make_grants_group, make_groups_group, make_principal_group
     from aigw.admin.tokens_cli import make_tokens_group
 
-    # The token commands find the store as `serve` does: AIGW_CONFIG, AIGW_DATABASE_URL, AIGW_DATA_DIR.
-    main.add_command(make_tokens_group(lambda: _open_store(_load(_config_from_env()))))
+    # The admin commands find the store as `serve` does: AIGW_CONFIG, AIGW_DATABASE_URL, AIGW_DATA_DIR.
+    def open_store():  # -> Store
+        return _open_store(_load(_config_from_env()))
+
+    main.add_command(make_tokens_group(open_store))
+    main.add_command(make_principal_group(open_store, "user"))
+    main.add_command(make_principal_group(open_store, "service_principal"))
+    main.add_command(make_groups_group(open_store))
+    main.add_command(make_grants_group(open_store, lambda: _endpoint_names(_load(_config_from_env()))))
+
+
+def _endpoint_names(settings: Settings) -> set[str]:
+    from aigw.routing import DEMO_ENDPOINT
+
+    names = {e.name for e in settings.endpoints}
+    return names | {DEMO_ENDPOINT.name} if settings.demo_endpoint else names
 
 
 def _config_from_env() -> Path | None:
@@ -67,4 +83,11 @@ def _config_from_env() -> Path | None:
     return Path(value) if value else None
 
 
-_register_tokens()
+def _register_usage() -> None:
+    from aigw.admin.usage_cli import make_usage_group
+
+    main.add_command(make_usage_group(lambda: _open_store(_load(_config_from_env()))))
+
+
+_register_admin_commands()
+_register_usage()

@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from aigw.store import AlreadyExists, Store, TokenInfo
+from aigw.admin.cli_support import echo_rows, format_table, json_option, store_session, when
+from aigw.store import Store, TokenInfo
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -40,17 +39,6 @@ def _duration_option(_ctx: click.Context, _param: click.Parameter, value: str | 
 def make_tokens_group(open_store: Callable[[], Store]) -> click.Group:
     """The `tokens` command group; `open_store` opens the configured store (migrated)."""
 
-    @contextmanager
-    def store_session() -> Iterator[Store]:
-        try:
-            store = open_store()
-        except SQLAlchemyError as exc:
-            raise click.ClickException(f"cannot open the database: {exc}") from exc
-        try:
-            yield store
-        finally:
-            store.close()
-
     @click.group(name="tokens")
     def tokens() -> None:
         """Create, list and revoke API tokens."""
@@ -59,6 +47,12 @@ def make_tokens_group(open_store: Callable[[], Store]) -> click.Group:
     @click.option("--name", required=True, help="Token name, unique among active tokens.")
     @click.option("--principal", default=None, help="Who the token acts for (default: the name).")
     @click.option(
+        "--service-principal",
+        "service_principal",
+        is_flag=True,
+        help="The principal is a service principal (created as one if missing).",
+    )
+    @click.option(
         "--expires-in",
         "expires_in",
         default=None,
@@ -66,16 +60,17 @@ def make_tokens_group(open_store: Callable[[], Store]) -> click.Group:
         callback=_duration_option,
         help="Lifetime such as 30d, 12h or 3600s (default: never expires).",
     )
-    def create(name: str, principal: str | None, expires_in: timedelta | None) -> None:
-        """Create a token and print it (alone, on stdout). It is shown only this once."""
+    def create(
+        name: str, principal: str | None, service_principal: bool, expires_in: timedelta | None
+    ) -> None:
+        """Create a token and print it (alone, on stdout). It is shown only this once. A missing
+        principal is created, as a user unless --service-principal is given."""
         expires_at = datetime.now(timezone.utc) + expires_in if expires_in else None
-        with store_session() as store:
-            try:
-                info, plaintext = store.create_token(principal or name, name, expires_at)
-            except (AlreadyExists, ValueError) as exc:
-                raise click.ClickException(str(exc)) from exc
+        kind = "service_principal" if service_principal else None
+        with store_session(open_store) as store:
+            info, plaintext = store.create_token(principal or name, name, expires_at, kind=kind)
         click.echo(plaintext)
-        expiry = f", expires {_when(info.expires_at)}" if info.expires_at else ""
+        expiry = f", expires {when(info.expires_at)}" if info.expires_at else ""
         click.echo(
             f"Created token {info.id} ({info.name!r} for {info.principal_name!r}{expiry}). "
             "Store it now: it cannot be shown again.",
@@ -83,21 +78,20 @@ def make_tokens_group(open_store: Callable[[], Store]) -> click.Group:
         )
 
     @tokens.command(name="list")
-    def list_() -> None:
+    @json_option
+    def list_(as_json: bool) -> None:
         """List tokens (never their secrets)."""
-        with store_session() as store:
+        with store_session(open_store) as store:
             infos = store.list_tokens()
-        if not infos:
-            click.echo("No tokens.", err=True)
-            return
-        click.echo(format_token_table(infos, datetime.now(timezone.utc)))
+        now = datetime.now(timezone.utc)
+        echo_rows(infos, as_json, _TOKEN_HEADER, lambda info: _token_row(info, now), "No tokens.")
 
     @tokens.command(name="revoke")
     @click.argument("id_or_name")
     def revoke(id_or_name: str) -> None:
         """Revoke the active token with this id or name. Running gateways stop accepting it within
         seconds."""
-        with store_session() as store:
+        with store_session(open_store) as store:
             revoked = store.revoke_token(id_or_name)
         if not revoked:
             raise click.ClickException(f"no active token with id or name {id_or_name!r}")
@@ -106,28 +100,25 @@ def make_tokens_group(open_store: Callable[[], Store]) -> click.Group:
     return tokens
 
 
+_TOKEN_HEADER = ("ID", "NAME", "PRINCIPAL", "CREATED", "EXPIRES", "REVOKED")
+
+
 def format_token_table(infos: Sequence[TokenInfo], now: datetime) -> str:
-    header = ("ID", "NAME", "PRINCIPAL", "CREATED", "EXPIRES", "REVOKED")
-    rows = [header] + [
-        (
-            info.id,
-            info.name,
-            info.principal_name,
-            _when(info.created_at),
-            _expiry(info.expires_at, now),
-            _when(info.revoked_at) if info.revoked_at else "-",
-        )
-        for info in infos
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return format_table(_TOKEN_HEADER, [_token_row(info, now) for info in infos])
 
 
-def _when(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%MZ")
+def _token_row(info: TokenInfo, now: datetime) -> tuple[str, ...]:
+    return (
+        info.id,
+        info.name,
+        info.principal_name,
+        when(info.created_at),
+        _expiry(info.expires_at, now),
+        when(info.revoked_at) if info.revoked_at else "-",
+    )
 
 
 def _expiry(expires_at: datetime | None, now: datetime) -> str:
     if expires_at is None:
         return "never"
-    return _when(expires_at) + (" (expired)" if expires_at <= now else "")
+    return when(expires_at) + (" (expired)" if expires_at <= now else "")

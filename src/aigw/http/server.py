@@ -4,8 +4,11 @@ Why not uvicorn: the gateway's own overhead is the product. Measured on a 2-core
 time per request, wrk POSTing a small JSON body over keep-alive), a trivial ASGI app cost 72-87 µs a
 request under uvicorn with uvloop and httptools, and 40-50 µs under a bare asyncio.Protocol with
 httptools; a whole gateway request cost ~190 µs with uvicorn against a target of ~140 µs. uvicorn's
-generality (per-request timers, header validation by regex, access-log and proxy-header plumbing, a
-message event per receive) is most of the difference. This module keeps what a gateway needs:
+generality (a keep-alive timer armed and cancelled per request, an asyncio.Event per request, every
+response header matched against regexes, access-log and proxy-header hooks) is most of the difference.
+On the same test this server costs ~40-44 µs a request for the trivial app (uvicorn: ~78).
+
+This module keeps what a gateway needs:
 
 - one asyncio.Protocol per connection, one httptools parser, one task per request running the app;
 - keep-alive by HTTP/1.1 rules, pipelined requests answered in order (reading pauses meanwhile), and
@@ -18,7 +21,9 @@ message event per receive) is most of the difference. This module keeps what a g
 - ASGI lifespan, graceful shutdown on SIGTERM/SIGINT, optional TLS.
 
 What it does not do: HTTP/2, WebSockets or other upgrades (an `Upgrade` header is ignored), several
-worker processes, access logs, proxy headers. Run several instances behind a balancer to use more cores.
+worker processes, access logs, proxy headers, a timeout on a request body that trickles in (the idle
+sweep covers only connections with no request in flight). Run several instances behind a balancer to
+use more cores.
 """
 
 from __future__ import annotations
@@ -690,7 +695,9 @@ class _Connection(asyncio.Protocol):
         """httptools stops at the head of a request asking to switch protocols, and would not hand over
         its body. No upgrade is supported, so parse the request again without its Upgrade header and
         serve it as plain HTTP/1.1, as RFC 9110 lets a server do."""
-        assert self._upgrade is not None
+        if self._upgrade is None:
+            self._reject(400)
+            return
         method, version = self._upgrade
         self._upgrade = None
         if method == b"CONNECT":

@@ -5,6 +5,9 @@ per-request cost is a header read, a dict lookup, one SHA-256 and a constant-tim
 round trip. A token the cache does not know yet (created by the CLI a moment ago) costs one database
 lookup, shared by concurrent requests for the same id; unknown ids are remembered briefly so garbage
 tokens cannot turn into a stream of queries.
+
+The same refresh reads group memberships (each Principal carries its group names) and endpoint grants
+(swapped whole into the gateway's `Permissions`), so authorization costs no round trip either.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
 from aigw.errors import ErrorKind, GatewayError
-from aigw.store.records import TokenRecord
+from aigw.policies.permissions import GrantTable, Permissions, grant_table
+from aigw.store.records import USERS_GROUP, AccessSnapshot, TokenRecord
 from aigw.store.token_format import is_token_id, secret_digest, split_token
 
 logger = logging.getLogger(__name__)
 
 MISSING_TOKEN = "Missing bearer token"
 INVALID_TOKEN = "Invalid token"
+ONLY_USERS: frozenset[str] = frozenset({USERS_GROUP})
 
 
 class Principal(msgspec.Struct, frozen=True, gc=False):
@@ -38,6 +43,7 @@ class Principal(msgspec.Struct, frozen=True, gc=False):
     kind: str
     is_admin: bool
     token_id: str
+    groups: frozenset[str] = ONLY_USERS  # its groups' names, always with the built-in `users`
 
 
 class TokenSource(Protocol):
@@ -46,6 +52,8 @@ class TokenSource(Protocol):
     def token_record(self, token_id: str) -> TokenRecord | None: ...
 
     def active_token_records(self) -> list[TokenRecord]: ...
+
+    def access_snapshot(self) -> AccessSnapshot: ...
 
 
 def extract_token(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
@@ -99,7 +107,7 @@ class _Rejection(msgspec.Struct, frozen=True, gc=False):
     message: str
 
 
-def _entry(record: TokenRecord) -> _CachedToken:
+def _entry(record: TokenRecord, groups: Mapping[int, frozenset[str]]) -> _CachedToken:
     return _CachedToken(
         digest=bytes.fromhex(record.secret_hash),
         expires_at=record.expires_at.timestamp() if record.expires_at else None,
@@ -109,32 +117,50 @@ def _entry(record: TokenRecord) -> _CachedToken:
             kind=record.principal_kind,
             is_admin=record.is_admin,
             token_id=record.id,
+            groups=groups.get(record.principal_id, ONLY_USERS),
         ),
     )
+
+
+def _group_sets(snapshot: AccessSnapshot) -> dict[int, frozenset[str]]:
+    """Principal id -> its group names with `users`: one frozenset per principal, shared by its tokens."""
+    return {pid: frozenset(names) | ONLY_USERS for pid, names in snapshot.groups_by_principal.items()}
+
+
+class _Loaded(NamedTuple):
+    """One refresh's worth of state, built in a worker thread and swapped in by the loop."""
+
+    tokens: dict[str, _CachedToken]
+    groups: dict[int, frozenset[str]]
+    grants: GrantTable | None
 
 
 class Authenticator:
     """Resolves request credentials to a Principal. `start()` before use, `stop()` at shutdown.
 
     All state is touched only from the event loop thread; the database work runs in worker threads
-    and hands back finished objects, so no locks are needed."""
+    and hands back finished objects, so no locks are needed. With `permissions`, each refresh also
+    swaps a fresh grant table into it."""
 
     def __init__(
         self,
         store: TokenSource,
         refresh_seconds: float = 2.0,
         *,
+        permissions: Permissions | None = None,
         negative_ttl_seconds: float = 5.0,
         negative_cache_size: int = 10_000,
         max_concurrent_lookups: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._permissions = permissions
         self._refresh_seconds = refresh_seconds
         self._negative_ttl = negative_ttl_seconds
         self._negative_size = negative_cache_size
         self._clock = clock
         self._cache: dict[str, _CachedToken] = {}
+        self._groups: dict[int, frozenset[str]] = {}  # principal id -> group names (for the miss path)
         self._negative: dict[str, _Rejection] = {}  # insertion order = expiry order (one TTL)
         self._inflight: dict[str, asyncio.Future[_CachedToken | _Rejection]] = {}
         # Caps the database load random token ids can cause: each distinct id misses every cache.
@@ -156,12 +182,21 @@ class Authenticator:
                 await task
 
     async def refresh(self) -> None:
-        """Reload the cache now (e.g. from the admin API right after creating or revoking a token)."""
-        self._cache = await asyncio.to_thread(self._load)
+        """Reload the caches now (e.g. from the admin API right after creating or revoking a token)."""
+        loaded = await asyncio.to_thread(self._load)
+        # No await between these: a request sees the old state or the new one, never a mix.
+        self._cache, self._groups = loaded.tokens, loaded.groups
+        if self._permissions is not None and loaded.grants is not None:
+            self._permissions.swap(loaded.grants)
 
-    def _load(self) -> dict[str, _CachedToken]:
-        # Runs in a worker thread: builds a new dict that the loop then swaps in whole.
-        return {record.id: _entry(record) for record in self._store.active_token_records()}
+    def _load(self) -> _Loaded:
+        # Runs in a worker thread: builds new objects that the loop then swaps in whole.
+        records = self._store.active_token_records()
+        snapshot = self._store.access_snapshot()
+        groups = _group_sets(snapshot)
+        tokens = {record.id: _entry(record, groups) for record in records}
+        grants = grant_table(snapshot.grants) if self._permissions is not None else None
+        return _Loaded(tokens=tokens, groups=groups, grants=grants)
 
     @property
     def cached_token_count(self) -> int:
@@ -229,7 +264,7 @@ class Authenticator:
                 ) from exc
         reason = _rejection_reason(record, self._clock())
         if record is not None and reason is None:
-            entry = _entry(record)
+            entry = _entry(record, self._groups)  # memberships as of the last refresh
             self._cache[token_id] = entry
             return entry
         rejection = _Rejection(

@@ -8,4 +8,8 @@ class StoreError(Exception):
 
 
 class AlreadyExists(StoreError):
-    """A unique name is taken: a principal, or an active token with the same name."""
+    """A unique name is taken: a principal, a group, or an active token with the same name."""
+
+
+class NotFound(StoreError):
+    """The principal, group or grant named does not exist."""

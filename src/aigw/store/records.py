@@ -10,6 +10,15 @@ import msgspec
 PrincipalKind = Literal["user", "service_principal"]
 PRINCIPAL_KINDS: frozenset[str] = frozenset({"user", "service_principal"})
 
+# What a grant gives: CAN_MANAGE implies CAN_QUERY. In ascending order.
+Permission = Literal["CAN_QUERY", "CAN_MANAGE"]
+PERMISSIONS: tuple[str, ...] = ("CAN_QUERY", "CAN_MANAGE")
+# Who a grant is for: a principal (by its kind) or a group.
+SubjectKind = Literal["user", "service_principal", "group"]
+SUBJECT_KINDS: frozenset[str] = frozenset({"user", "service_principal", "group"})
+# The built-in group every principal belongs to implicitly (it has no membership rows).
+USERS_GROUP = "users"
+
 
 class PrincipalInfo(msgspec.Struct, frozen=True):
     id: int
@@ -47,3 +56,28 @@ class TokenRecord(msgspec.Struct, frozen=True):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+class GroupInfo(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    created_at: datetime
+    member_count: int  # explicit members; the built-in `users` group counts every principal
+
+
+class GrantInfo(msgspec.Struct, frozen=True):
+    """One subject's permission on one endpoint (endpoints live in the configuration: by name)."""
+
+    endpoint: str
+    subject_kind: SubjectKind
+    subject_id: int  # the principal's id, or the group's
+    subject_name: str
+    permission: Permission
+    created_at: datetime
+
+
+class AccessSnapshot(msgspec.Struct, frozen=True):
+    """What the in-memory authorization state is built from, read in one go."""
+
+    groups_by_principal: dict[int, list[str]]  # explicit memberships only (never `users`)
+    grants: list[GrantInfo]

@@ -16,12 +16,14 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     false,
@@ -103,4 +105,112 @@ tokens = Table(
         sqlite_where=text("revoked_at IS NULL"),
         postgresql_where=text("revoked_at IS NULL"),
     ),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(NAME_LENGTH), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("name"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "principal_id",
+        Integer,
+        ForeignKey("principals.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,  # the primary key leads with group_id; deleting a principal looks up by this
+    ),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # Endpoints live in the YAML configuration, not here: a grant names one, and may name one that
+    # the configuration of some instance does not (yet) have.
+    Column("endpoint", String(NAME_LENGTH), nullable=False),
+    Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=True),
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), nullable=True),
+    Column("permission", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("permission IN ('CAN_QUERY', 'CAN_MANAGE')", name="permission"),
+    CheckConstraint("(principal_id IS NULL) <> (group_id IS NULL)", name="one_subject"),
+    # One grant per (endpoint, subject): granting again changes its permission. Partial indexes,
+    # because a unique constraint over a nullable column treats every NULL as distinct.
+    Index(
+        "uq_grants_endpoint_principal",
+        "endpoint",
+        "principal_id",
+        unique=True,
+        sqlite_where=text("principal_id IS NOT NULL"),
+        postgresql_where=text("principal_id IS NOT NULL"),
+    ),
+    Index(
+        "uq_grants_endpoint_group",
+        "endpoint",
+        "group_id",
+        unique=True,
+        sqlite_where=text("group_id IS NOT NULL"),
+        postgresql_where=text("group_id IS NOT NULL"),
+    ),
+)
+
+
+# -- usage and payload records (aigw.recording) ---------------------------------------------------------
+# Written in batches by the background record writer. `request_id` is the primary key so that a replayed
+# batch (after a timeout whose INSERT did commit, or from the spill files) is ignored, never duplicated.
+# Free text is Text, not String(n): PostgreSQL would refuse an over-long value and with it the whole
+# batch. No foreign keys: records outlive principals, and a record must never be refused.
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("event_time", UTCDateTime, nullable=False),
+    Column("principal_id", Integer, nullable=True),
+    Column("principal_name", Text, nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("surface", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("destination", Text, nullable=True),
+    Column("model", Text, nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("latency_ms", Double, nullable=False),
+    Column("upstream_latency_ms", Double, nullable=True),
+    Column("input_tokens", Integer, nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Column("total_tokens", Integer, nullable=True),
+    Column("streamed", Boolean, nullable=False),
+    Column("tags", Text, nullable=True),  # JSON object of strings
+    Column("attempts", Text, nullable=True),  # JSON list of {destination, status, latency_ms, error}
+    Index("ix_usage_records_event_time", "event_time"),
+    Index("ix_usage_records_endpoint_event_time", "endpoint", "event_time"),
+    Index("ix_usage_records_principal_name_event_time", "principal_name", "event_time"),
+)
+
+payload_records = Table(
+    "payload_records",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("event_time", UTCDateTime, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("principal_name", Text, nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("latency_ms", Double, nullable=False),
+    Column("request_body", Text, nullable=True),
+    Column("response_body", Text, nullable=True),
+    Column("request_marker", Text, nullable=True),  # MAX_REQUEST_SIZE_EXCEEDED: body over the cap, left out
+    Column("response_marker", Text, nullable=True),  # MAX_RESPONSE_SIZE_EXCEEDED
+    Index("ix_payload_records_event_time", "event_time"),
+    Index("ix_payload_records_endpoint_event_time", "endpoint", "event_time"),
+    Index("ix_payload_records_principal_name_event_time", "principal_name", "event_time"),
 )

@@ -16,10 +16,18 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from aigw.store.access import AccessStore
 from aigw.store.engine import WRITE_OPTION, create_store_engine
-from aigw.store.errors import AlreadyExists
+from aigw.store.errors import AlreadyExists, StoreError
 from aigw.store.migrate import upgrade_to_head
-from aigw.store.records import PRINCIPAL_KINDS, PrincipalInfo, PrincipalKind, TokenInfo, TokenRecord
+from aigw.store.records import (
+    PRINCIPAL_KINDS,
+    AccessSnapshot,
+    PrincipalInfo,
+    PrincipalKind,
+    TokenInfo,
+    TokenRecord,
+)
 from aigw.store.schema import principals, tokens
 from aigw.store.token_format import hash_secret, new_token
 
@@ -100,13 +108,30 @@ class Store:
             row = conn.execute(select(principals).where(principals.c.name == name)).first()
         return None if row is None else _principal(row)
 
+    # -- groups, memberships, grants (aigw.store.access) ----------------------------------------------
+
+    @property
+    def access(self) -> AccessStore:
+        """Principal listing and deletion, groups, memberships and endpoint grants."""
+        return AccessStore(self._read, self._write)
+
+    def access_snapshot(self) -> AccessSnapshot:
+        """Every membership and grant: what the in-memory authorization state is built from."""
+        return self.access.snapshot()
+
     # -- tokens -------------------------------------------------------------------------------------
 
     def create_token(
-        self, principal_name: str, token_name: str, expires_at: datetime | None = None
+        self,
+        principal_name: str,
+        token_name: str,
+        expires_at: datetime | None = None,
+        *,
+        kind: PrincipalKind | None = None,
     ) -> tuple[TokenInfo, str]:
-        """Create a token (and its principal, as a user, if missing). Returns the token's info and its
-        plaintext: the only time the plaintext exists outside the caller's hands."""
+        """Create a token (and its principal, as a `kind` or else a user, if missing). Returns the
+        token's info and its plaintext: the only time the plaintext exists outside the caller's hands.
+        With `kind`, an existing principal must be of that kind."""
         _check_name(principal_name, "principal")
         _check_name(token_name, "token")
         if expires_at is not None and expires_at.tzinfo is None:
@@ -117,7 +142,14 @@ class Store:
             try:
                 with self._write() as conn:
                     _ensure_name_free(conn, token_name)
-                    principal = _get_or_create_principal(conn, principal_name, is_admin=False)
+                    principal = _get_or_create_principal(
+                        conn, principal_name, is_admin=False, kind=kind or "user"
+                    )
+                    if kind is not None and principal.kind != kind:
+                        raise StoreError(
+                            f"principal {principal_name!r} is a {principal.kind.replace('_', ' ')}, "
+                            f"not a {kind.replace('_', ' ')}"
+                        )
                     return _insert_token(conn, principal, token_name, expires_at)
             except IntegrityError as exc:
                 if attempt == 2:
@@ -237,11 +269,13 @@ def _insert_principal(conn: Connection, name: str, kind: str, is_admin: bool) ->
     return PrincipalInfo(id=new_id, **values)
 
 
-def _get_or_create_principal(conn: Connection, name: str, *, is_admin: bool) -> PrincipalInfo:
+def _get_or_create_principal(
+    conn: Connection, name: str, *, is_admin: bool, kind: PrincipalKind = "user"
+) -> PrincipalInfo:
     row = conn.execute(select(principals).where(principals.c.name == name)).first()
     if row is not None:
         return _principal(row)
-    return _insert_principal(conn, name, "user", is_admin)
+    return _insert_principal(conn, name, kind, is_admin)
 
 
 def _insert_token(

@@ -26,6 +26,7 @@ MODEL_CREATED_AT = "2025-01-01T00:00:00Z"  # endpoints have no release date; the
 class AnthropicChatCodec:
     wire = anthropic.WIRE
     stream_headers = SSE_HEADERS
+    param_names = anthropic.PARAM_NAMES
 
     def decode_request(self, body: Any) -> ChatRequest:
         return anthropic.decode_request(body)
@@ -63,22 +64,24 @@ class AnthropicSurface(Surface):
         return json_error(anthropic.error_status(error), anthropic.encode_error(error), error)
 
     async def messages(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         request_tags(request)
         body = await self.json_body(request)
         anthropic.validate_request(body)
         provider = self.gateway.router.endpoint(body["model"], "chat").destination()
+        self.authorize(principal, body["model"])
         stream = body.get("stream") is True
         await serve_chat(request, send, provider, body, self.codec, stream, vendor_headers(request))
 
     async def count_tokens(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         request_tags(request)
         body = await self.json_body(request)
         # A count_tokens body is a Messages body without max_tokens: validate it as one.
         as_messages = {"max_tokens": 1, **body} if isinstance(body, dict) else body
         anthropic.validate_request(as_messages)
         provider = self.gateway.router.endpoint(body["model"], "chat").destination()
+        self.authorize(principal, body["model"])
         if self.codec.wire in provider.chat_wires:
             upstream = await provider.forward_count_tokens(self.codec.wire, body, vendor_headers(request))
             await send_body(send, 200, await upstream.read())
@@ -87,17 +90,18 @@ class AnthropicSurface(Surface):
         await send_body(send, 200, orjson.dumps({"input_tokens": tokens}))
 
     async def models(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
-        data = [_model_info(name) for name in self.gateway.router.names_for("chat")]
+        principal = await self.authenticate(request)
+        data = [_model_info(name) for name in self.queryable(principal, self.gateway.router.names_for("chat"))]
         page = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None}
         page["last_id"] = data[-1]["id"] if data else None
         await send_body(send, 200, orjson.dumps(page))
 
     async def model(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         name = request.path.removeprefix(PREFIX + "/models/")
         if name not in self.gateway.router.names_for("chat"):
             raise GatewayError(ErrorKind.NOT_FOUND, f"model: {name}")
+        self.authorize(principal, name)
         await send_body(send, 200, orjson.dumps(_model_info(name)))
 
 

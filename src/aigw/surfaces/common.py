@@ -3,13 +3,13 @@ one chat flow — pass the body through when the destination speaks the surface'
 translate through the canonical model otherwise — streaming included.
 
 A surface supplies a `ChatCodec` (its wire format's request decoder, response and stream encoders,
-and in-band stream error) and `serve_chat` does the rest, so a rule about chat (recording, limits,
-fallback) is written once here, not once per surface.
+in-band stream error, and the names its clients give canonical fields) and `serve_chat` does the
+rest, so a rule about chat (recording, limits, fallback) is written once here, not once per surface.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -64,6 +64,9 @@ class ChatCodec(Protocol):
 
     wire: str
     stream_headers: list[tuple[bytes, bytes]]
+    # Canonical request field -> the field this wire's clients set it with (`n` ->
+    # `generationConfig.candidateCount`): a provider's 400 about a canonical field names the client's.
+    param_names: Mapping[str, str]
 
     def decode_request(self, body: Any) -> ChatRequest: ...
 
@@ -120,6 +123,17 @@ class Surface:
     async def authenticate(self, request: Request) -> Principal:
         return await self.gateway.auth.authenticate(request.headers, request.query)
 
+    def authorize(self, principal: Principal, endpoint: str) -> None:
+        """403 unless `principal` may query `endpoint`: every handler that names an endpoint calls
+        this. An endpoint that does not exist passes, so it gets the router's 404 whether this runs
+        before or after the endpoint is resolved."""
+        if endpoint in self.gateway.router.endpoints:
+            self.gateway.permissions.require_query(principal, endpoint)
+
+    def queryable(self, principal: Principal, names: Iterable[str]) -> list[str]:
+        """`names` without the endpoints `principal` may not query: what the model lists show."""
+        return self.gateway.permissions.queryable(principal, names)
+
     async def json_body(self, request: Request) -> Any:
         return parse_json(await request.body(self.gateway.settings.server.max_request_bytes))
 
@@ -151,11 +165,47 @@ async def serve_chat(
             first = await events.__anext__()  # the upstream call: errors here are still plain responses
         except StopAsyncIteration:
             raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"Destination '{provider.label}' sent an empty stream.") from None
+        except GatewayError as error:
+            raise in_client_terms(error, codec.param_names) from None
         encoder = codec.stream_encoder(canonical, body)
         await run_cancellable(request.receive, _encode_stream(first, events, encoder, EventStream(send), codec))
     else:
-        response = await provider.chat(canonical)
+        try:
+            response = await provider.chat(canonical)
+        except GatewayError as error:
+            raise in_client_terms(error, codec.param_names) from None
         await send_body(send, 200, codec.encode_response(response, body))
+
+
+def in_client_terms(error: GatewayError, names: Mapping[str, str]) -> GatewayError:
+    """A 400 naming a canonical request field (a provider's encoder refused what its upstream cannot
+    do) renamed to the field the client set, in `param` and where the message quotes it. A path
+    inside a field without a name of its own (`messages[3].tool_call_id`) takes the field's name:
+    canonical indexes need not count as the client's do. Errors naming no field (the upstream's
+    own) are the client's already."""
+    if error.kind is not ErrorKind.INVALID_REQUEST or not error.param:
+        return error
+    quoted: list[str] = []  # the param and the fields it lies in, up to the one `names` knows
+    for field in _fields(error.param):
+        quoted.append(field)
+        if field in names:
+            break
+    else:
+        return error
+    name, message = names[quoted[-1]], error.message
+    for field in quoted:
+        message = message.replace(f"'{field}'", f"'{name}'")
+    return GatewayError(
+        error.kind, message, status=error.status, param=name, code=error.code, headers=error.headers,
+        retryable=error.retryable,
+    )  # fmt: skip
+
+
+def _fields(path: str) -> Iterator[str]:
+    """`messages[3].content` -> itself, `messages[3]`, `messages`."""
+    while path:
+        yield path
+        path = path[: max(path.rfind("."), path.rfind("["), 0)]
 
 
 async def _relay_stream(

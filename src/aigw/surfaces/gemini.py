@@ -30,6 +30,7 @@ class GeminiChatCodec:
     `alt` (SSE, or one JSON array written piece by piece)."""
 
     wire = gemini.WIRE
+    param_names = gemini.PARAM_NAMES
 
     def __init__(self, model: str, stream: bool, json_array: bool) -> None:
         self.model = model
@@ -105,7 +106,8 @@ class GeminiSurface(Surface):
         handler = self._methods.get(method)
         if not name or handler is None:
             raise GatewayError(ErrorKind.NOT_FOUND, f"Unknown method: {request.method} {request.path}")
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
+        self.authorize(principal, name)
         request_tags(request)
         body = await self.json_body(request)
         await handler(self, request, send, name, method, body)
@@ -146,17 +148,18 @@ class GeminiSurface(Surface):
     }
 
     async def models(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         router = self.gateway.router
-        models = [_model_info(name, router.endpoints[name].tasks) for name in router.names_for()]
+        models = [_model_info(name, router.endpoints[name].tasks) for name in self.queryable(principal, router.names_for())]
         await send_body(send, 200, orjson.dumps({"models": models}))
 
     async def model(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         name = _model_name(request.path)
         endpoint = self.gateway.router.endpoints.get(name)
         if endpoint is None:
             raise GatewayError(ErrorKind.NOT_FOUND, f"models/{name} is not found.")
+        self.authorize(principal, name)
         await send_body(send, 200, orjson.dumps(_model_info(name, endpoint.tasks)))
 
 

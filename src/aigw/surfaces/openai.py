@@ -23,6 +23,7 @@ PREFIXES = ("/mlflow/v1", "/openai/v1", "/cursor/v1", "/codex/v1")
 class OpenAIChatCodec:
     wire = openai_chat.WIRE
     stream_headers = SSE_HEADERS
+    param_names = openai_chat.PARAM_NAMES
 
     def decode_request(self, body: Any) -> ChatRequest:
         return openai_chat.decode_request(body)
@@ -53,21 +54,23 @@ class OpenAISurface(Surface):
         return json_error(openai_chat.error_status(error), openai_chat.encode_error(error), error)
 
     async def chat_completions(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         request_tags(request)
         body = await self.json_body(request)
         openai_chat.validate_request(body)
         provider = self.gateway.router.endpoint(body["model"], "chat").destination()
+        self.authorize(principal, body["model"])
         # The stream's usage chunk is filtered per client by the relay; the flag itself is re-set
         # upstream by the provider, so the gateway always sees usage.
         await serve_chat(request, send, provider, body, self.codec, body.get("stream") is True)
 
     async def embeddings(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         request_tags(request)
         body = await self.json_body(request)
         openai_embeddings.validate_request(body)
         provider = self.gateway.router.endpoint(body["model"], "embeddings").destination()
+        self.authorize(principal, body["model"])
         if provider.embeddings_wire == openai_embeddings.WIRE:
             upstream = await provider.forward_embeddings(body)
             await send_body(send, 200, await upstream.read())
@@ -77,10 +80,10 @@ class OpenAISurface(Surface):
         await send_body(send, 200, orjson.dumps(openai_embeddings.encode_response(response, canonical.encoding_format)))
 
     async def models(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "aigw"}
-            for name in self.gateway.router.names_for()
+            for name in self.queryable(principal, self.gateway.router.names_for())
         ]
         await send_body(send, 200, orjson.dumps({"object": "list", "data": data}))
 

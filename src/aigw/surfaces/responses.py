@@ -25,6 +25,7 @@ PREFIXES = ("/openai/v1", "/codex/v1")
 class ResponsesCodec:
     wire = openai_responses.WIRE
     stream_headers = SSE_HEADERS
+    param_names = openai_responses.PARAM_NAMES
 
     def decode_request(self, body: Any) -> ChatRequest:
         if body.get("background"):
@@ -58,9 +59,10 @@ class ResponsesSurface(Surface):
         return json_error(openai_chat.error_status(error), openai_chat.encode_error(error), error)
 
     async def create(self, request: Request, send: Send) -> None:
-        await self.authenticate(request)
+        principal = await self.authenticate(request)
         request_tags(request)
         body = await self.json_body(request)
         openai_responses.validate_request(body)
         provider = self.gateway.router.endpoint(body["model"], "chat").destination()
+        self.authorize(principal, body["model"])
         await serve_chat(request, send, provider, body, self.codec, body.get("stream") is True)

@@ -6,7 +6,9 @@ per wire format, so each mapping is written once.
 
 What Anthropic requires that the canonical model does not: `max_tokens` always; the system prompt at
 the top level; strict user/assistant alternation; tool results in the user turn right after the
-assistant's tool calls; no empty text blocks; thinking blocks only with their signature.
+assistant's tool calls; no empty text blocks; thinking blocks only with their signature, and only
+with a signature Anthropic minted: another vendor's reaches an Anthropic client sealed (see
+`aigw.canonical`) and never goes upstream.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import orjson
 from aigw.canonical import (
     ChatRequest, ChatResponse, Choice, FilePart, Finish, FinishReason, ImagePart, Message, Part, Reasoning,
     ReasoningDelta, ResponseFormat, StreamEvent, StreamStart, TextDelta, TextPart, Tool, ToolCall, ToolCallDelta,
-    ToolChoice, Usage, UsageEvent,
+    ToolChoice, Usage, UsageEvent, signature_for_client, signature_from_client,
 )  # fmt: skip
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.sse import SSEEvent, sse_frame
@@ -44,6 +46,13 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 # and `include_usage` have no Anthropic counterpart and are dropped; `reasoning_effort` maps to
 # `thinking` (see `_thinking`).
 SCALAR_FIELDS = {"temperature": "temperature", "top_p": "top_p", "stop": "stop_sequences"}
+# Canonical request field -> the Messages field a client sets it with, where the two differ: an error
+# a provider raises about a canonical field is reported to an Anthropic client under this name.
+# (`messages` too: canonical messages do not count as Anthropic's do, so only the field is named.)
+PARAM_NAMES = {
+    "messages": "messages", "stop": "stop_sequences", "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
+    "user": "metadata.user_id", "reasoning_effort": "thinking",
+}  # fmt: skip
 # tool_choice.type -> canonical mode, and back.
 TOOL_CHOICE_MODES = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
 TOOL_CHOICE_TYPES = {mode: kind for kind, mode in TOOL_CHOICE_MODES.items()}
@@ -231,9 +240,13 @@ def _decode_message(message: dict[str, Any], where: str) -> list[Message]:
             calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
         elif kind == "thinking":
             text = _required_str(block, "thinking", block_where)
-            reasoning.append(Reasoning(text=text, signature=block.get("signature") or None))
+            signature = block.get("signature")
+            signer, signature = signature_from_client(WIRE, signature if isinstance(signature, str) else None)
+            reasoning.append(Reasoning(text=text, signature=signature, signer=signer))
         elif kind == "redacted_thinking":
-            reasoning.append(Reasoning(redacted=_required_str(block, "data", block_where)))
+            signer, data = signature_from_client(WIRE, _required_str(block, "data", block_where))
+            if data is not None:
+                reasoning.append(Reasoning(redacted=data, signer=signer))
         else:
             raise _unsupported_block(kind, block_where)
     return [Message(role="assistant", content=content, tool_calls=calls, reasoning=reasoning)]
@@ -432,18 +445,31 @@ def _encode_blocks(message: Message) -> list[dict[str, Any]]:
         return [_encode_tool_result(message)]
     if message.role != "assistant":
         return [_encode_part(p) for p in message.content if not (isinstance(p, TextPart) and not p.text)]
-    # Unsigned reasoning (another vendor's) would be rejected by Anthropic: left out.
-    return assistant_blocks(message, keep_unsigned=False)
+    return assistant_blocks(message, upstream=True)
 
 
-def assistant_blocks(message: Message, keep_unsigned: bool) -> list[dict[str, Any]]:
-    """An assistant message's content blocks, in Anthropic's order: thinking, text, tool calls."""
-    blocks: list[dict[str, Any]] = []
-    for reasoning in message.reasoning:
-        if reasoning.redacted:
-            blocks.append({"type": "redacted_thinking", "data": reasoning.redacted})
-        elif reasoning.signature or (keep_unsigned and reasoning.text):
-            blocks.append({"type": "thinking", "thinking": reasoning.text, "signature": reasoning.signature or ""})
+def _thinking_blocks(reasoning: Reasoning, upstream: bool) -> list[dict[str, Any]]:
+    """One reasoning -> its thinking block. Upstream, only reasoning Anthropic signed (anything else
+    is refused: unsigned reasoning, another vendor's signature or encrypted reasoning). For a
+    client, every reasoning, another vendor's signature sealed, so that it comes back as theirs."""
+    if upstream:
+        if reasoning.signer != WIRE:
+            return []
+        signature, redacted = reasoning.signature, reasoning.redacted
+    else:
+        signature = signature_for_client(WIRE, reasoning.signer, reasoning.signature)
+        redacted = signature_for_client(WIRE, reasoning.signer, reasoning.redacted)
+    if redacted:
+        return [{"type": "redacted_thinking", "data": redacted}]
+    if signature or (not upstream and reasoning.text):
+        return [{"type": "thinking", "thinking": reasoning.text, "signature": signature or ""}]
+    return []
+
+
+def assistant_blocks(message: Message, upstream: bool) -> list[dict[str, Any]]:
+    """An assistant message's content blocks, in Anthropic's order: thinking, text, tool calls;
+    `upstream` for a request to Anthropic, else for a response to a client."""
+    blocks = [block for reasoning in message.reasoning for block in _thinking_blocks(reasoning, upstream)]
     blocks.extend({"type": "text", "text": p.text} for p in message.content if isinstance(p, TextPart) and p.text)
     blocks.extend(
         {"type": "tool_use", "id": c.id or new_tool_id(), "name": c.name, "input": parse_arguments(c.arguments)}
@@ -582,9 +608,10 @@ def decode_response(data: dict[str, Any]) -> ChatResponse:
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append(ToolCall(id=block.get("id") or "", name=block.get("name") or "", arguments=arguments))
         elif kind == "thinking":
-            reasoning.append(Reasoning(text=block.get("thinking") or "", signature=block.get("signature") or None))
+            text, signature = block.get("thinking") or "", block.get("signature") or None
+            reasoning.append(Reasoning(text=text, signature=signature, signer=_signer(signature)))
         elif kind == "redacted_thinking":
-            reasoning.append(Reasoning(redacted=block.get("data") or ""))
+            reasoning.append(Reasoning(redacted=block.get("data") or "", signer=WIRE))
         # server-tool blocks (web search, code execution, ...) have no canonical meaning
     message = Message(role="assistant", content=content, tool_calls=calls, reasoning=reasoning)
     return ChatResponse(
@@ -600,9 +627,9 @@ def encode_response(response: ChatResponse, model: str | None = None) -> dict[st
     """ChatResponse -> a Messages response body (the first choice: Anthropic has one)."""
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else Message(role="assistant")
-    # Reasoning from other vendors is shown too (with an empty signature): clients display it, and a
-    # client that sends it back gets it dropped by encode_request.
-    content = assistant_blocks(message, keep_unsigned=True)
+    # Reasoning from other vendors is shown too, their signatures sealed (unsigned: an empty one):
+    # clients display it, and what a client sends back goes only to the vendor that signed it.
+    content = assistant_blocks(message, upstream=False)
     return {
         "id": message_id(response.id),
         "type": "message",
@@ -613,6 +640,10 @@ def encode_response(response: ChatResponse, model: str | None = None) -> dict[st
         "stop_sequence": None,
         "usage": encode_usage(response.usage or Usage()),
     }
+
+
+def _signer(signature: str | None) -> str | None:
+    return WIRE if signature is not None else None
 
 
 def new_id() -> str:
@@ -691,7 +722,7 @@ class StreamDecoder:
         elif kind == "thinking" and block.get("thinking"):
             events.append(ReasoningDelta(text=block["thinking"]))
         elif kind == "redacted_thinking":
-            events.append(ReasoningDelta(redacted=block.get("data") or ""))
+            events.append(ReasoningDelta(redacted=block.get("data") or "", signer=WIRE))
         self._blocks[data.get("index", 0)] = (kind, tool)
         return events
 
@@ -709,7 +740,7 @@ class StreamDecoder:
         if kind == "thinking_delta":
             return [ReasoningDelta(text=delta.get("thinking") or "")]
         if kind == "signature_delta":
-            return [ReasoningDelta(signature=delta.get("signature") or "")]
+            return [ReasoningDelta(signature=delta.get("signature") or "", signer=WIRE)]
         return []  # citations_delta and later additions
 
     def _message_delta(self, data: dict[str, Any]) -> list[StreamEvent]:
@@ -822,17 +853,21 @@ class StreamEncoder:
     def _reasoning(self, event: ReasoningDelta) -> bytes:
         out = b""
         if event.redacted is not None:
-            out += self._open_block("redacted_thinking", {"type": "redacted_thinking", "data": event.redacted})
+            data = signature_for_client(WIRE, event.signer, event.redacted)
+            if data is None:
+                return out
+            out += self._open_block("redacted_thinking", {"type": "redacted_thinking", "data": data})
             return out + self._close()
-        if not event.text and event.signature is None:
+        signature = signature_for_client(WIRE, event.signer, event.signature)  # sealed if another vendor's
+        if not event.text and signature is None:
             return out
         if self._open != "thinking" or self._signed:
             out += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
         if event.text:
             out += self._delta({"type": "thinking_delta", "thinking": event.text})
-        if event.signature is not None:
+        if signature is not None:
             self._signed = True
-            out += self._delta({"type": "signature_delta", "signature": event.signature})
+            out += self._delta({"type": "signature_delta", "signature": signature})
         return out
 
     def _tool_call(self, event: ToolCallDelta) -> bytes:

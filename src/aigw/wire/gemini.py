@@ -12,12 +12,17 @@ Gemini specifics worth knowing:
 - Gemini 3 rejects a replayed `functionCall` without its `thoughtSignature`. Calls that never had one
   (they came from another vendor, or through a client that dropped it) get Google's documented
   sentinel, so cross-provider conversations keep working.
+- Only signatures Gemini minted go upstream (signed thoughts as thought parts, calls' on their
+  calls). Another vendor's reach a Gemini client sealed (see `aigw.canonical`) inside the base64 that
+  `thoughtSignature` must be (it is `bytes` to Google's SDKs), and come back from it.
 - Tool parameters go out as `parametersJsonSchema`, which takes full JSON Schema (`additionalProperties`,
   `anyOf`, `$ref`), instead of `parameters`, an OpenAPI subset that 400s on most real-world schemas.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import mimetypes
 import re
@@ -28,6 +33,7 @@ from typing import Any
 import orjson
 
 from aigw.canonical import (
+    SEAL_PREFIX,
     ChatRequest,
     ChatResponse,
     Choice,
@@ -52,12 +58,17 @@ from aigw.canonical import (
     ToolChoice,
     Usage,
     UsageEvent,
+    open_signature,
+    signature_for_client,
 )
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.sse import SSEEvent
 
 WIRE = "gemini"
 SKIP_SIGNATURE = "skip_thought_signature_validator"  # Google's sentinel for calls without a signature
+# How every sealed thoughtSignature starts: the base64 of the seal's prefix ("aigw1.", six bytes, so
+# its eight characters are the same in any sealed value and in both base64 alphabets).
+SEALED_PREFIX = base64.b64encode(SEAL_PREFIX.encode()).decode()
 
 _NUMBER = (int, float)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -88,6 +99,23 @@ _CANONICAL_GENERATION = (
 )  # fmt: skip
 _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
 ROLES = ("user", "model", "function")
+# Canonical request field -> the field a Gemini client sets it with: an error a provider raises about
+# a canonical field is reported to a Gemini client under this name. (Canonical message and tool
+# indexes do not count contents and tools as the client does: only the field is named.)
+PARAM_NAMES = {
+    "messages": "contents",
+    "tools": "tools",
+    "tool_choice": "toolConfig.functionCallingConfig",
+    "response_format": "generationConfig.responseMimeType",
+    "response_format.schema": "generationConfig.responseJsonSchema",
+    "temperature": "generationConfig.temperature",
+    "top_p": "generationConfig.topP",
+    "max_tokens": "generationConfig.maxOutputTokens",
+    "stop": "generationConfig.stopSequences",
+    "n": "generationConfig.candidateCount",
+    "seed": "generationConfig.seed",
+    "reasoning_effort": "generationConfig.thinkingConfig",
+}
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -234,30 +262,68 @@ def _decode_model_turn(parts: list[Any], i: int, pending: list[tuple[str, str]])
     content: list[Part] = []
     calls: list[ToolCall] = []
     reasoning: list[Reasoning] = []
+    in_thought = False  # the part before was a thought
     for j, part in enumerate(parts):
         at = f"contents[{i}].parts[{j}]"
         if not isinstance(part, dict):
             raise invalid(f"Invalid type for '{at}': expected an object.", at)
-        signature = _get(part, "thoughtSignature")
-        signature = None if signature == SKIP_SIGNATURE else signature  # a placeholder, not a signature
+        signer, signature = thought_signature_from_client(_get(part, "thoughtSignature"))
         call = _get(part, "functionCall")
         if call is not None:
             if not isinstance(call, dict) or not isinstance(call.get("name"), str):
                 raise invalid(f"Missing required parameter: '{at}.functionCall.name'.", f"{at}.functionCall.name")
-            call_id = call.get("id") or f"call_{i}_{j}"
-            pending.append((call_id, call["name"]))
+            call_id, name = call.get("id") or f"call_{i}_{j}", call["name"]
+            pending.append((call_id, name))
             arguments = orjson.dumps(call.get("args") or {}).decode()
-            calls.append(ToolCall(id=call_id, name=call["name"], arguments=arguments, signature=signature))
+            calls.append(ToolCall(id=call_id, name=name, arguments=arguments, signature=signature, signer=signer))
+            in_thought = False
             continue
         if part.get("thought"):
-            reasoning.append(Reasoning(text=part.get("text") or "", signature=signature))
+            # A streamed thought comes as pieces, its signature in the last (alone, from the stream
+            # encoders): the pieces are one reasoning, the text the signature signs.
+            text = part.get("text") or ""
+            if in_thought and reasoning[-1].signature is None:
+                reasoning[-1].text += text
+                reasoning[-1].signature, reasoning[-1].signer = signature, signer
+            else:
+                reasoning.append(Reasoning(text=text, signature=signature, signer=signer))
+            in_thought = True
             continue
+        in_thought = False
         if signature is not None:  # a signature on a text part: it signs the reasoning behind it
-            reasoning.append(Reasoning(signature=signature))
+            reasoning.append(Reasoning(signature=signature, signer=signer))
         decoded = _decode_part(part, at)
         if decoded is not None and not _empty(decoded):
             content.append(decoded)
     return Message(role="assistant", content=content, tool_calls=calls, reasoning=reasoning)
+
+
+_STANDARD_ALPHABET = str.maketrans("-_", "+/")  # clients may send base64url (as pydantic can write bytes)
+
+
+def thought_signature_from_client(value: Any) -> tuple[str | None, str | None]:
+    """(signer, signature) of a thoughtSignature a client sent: a sealed one opened, Google's
+    sentinel none at all (a placeholder, not a signature), any other Gemini's own."""
+    if not isinstance(value, str) or not value or value == SKIP_SIGNATURE:
+        return None, None
+    if value.startswith(SEALED_PREFIX):
+        try:
+            text = base64.b64decode(value.translate(_STANDARD_ALPHABET) + "=" * (-len(value) % 4), validate=True)
+            opened = open_signature(text.decode())
+        except (binascii.Error, UnicodeDecodeError):
+            opened = None
+        if opened is not None:
+            return opened
+    return WIRE, value
+
+
+def thought_signature_for_client(signer: str | None, value: str | None) -> str | None:
+    """A signature as a Gemini client gets it: Gemini's as it is, another vendor's sealed and then
+    base64-encoded (a thoughtSignature is bytes), one of unknown origin not at all."""
+    rendered = signature_for_client(WIRE, signer, value)
+    if rendered is None or signer == WIRE:
+        return rendered
+    return base64.b64encode(rendered.encode()).decode()
 
 
 def _decode_user_turn(parts: list[Any], i: int, pending: list[tuple[str, str]]) -> list[Message]:
@@ -498,12 +564,8 @@ def _encode_messages(messages: list[Message], model: str) -> tuple[list[dict[str
         if message.role == "tool":
             role, parts = "user", _encode_tool_result(message, names, i)
         elif message.role == "assistant":
-            role, parts = "model", [_encode_part(p) for p in message.content if not _empty(p)]
+            role, parts = "model", _encode_assistant_parts(message, needs_signature)
             names.update((c.id, c.name) for c in message.tool_calls)
-            calls = [_function_call_part(c.id, c.name, c.arguments, c.signature) for c in message.tool_calls]
-            if calls and needs_signature and not any(c.signature for c in message.tool_calls):
-                calls[0]["thoughtSignature"] = SKIP_SIGNATURE
-            parts.extend(calls)
         else:
             role, parts = "user", [_encode_part(p) for p in message.content if not _empty(p)]
         if not parts:
@@ -513,6 +575,19 @@ def _encode_messages(messages: list[Message], model: str) -> tuple[list[dict[str
         else:
             contents.append({"role": role, "parts": parts})
     return contents, system
+
+
+def _encode_assistant_parts(message: Message, needs_signature: bool) -> list[dict[str, Any]]:
+    """An assistant turn as model parts, as Gemini answers: signed thoughts, content, calls. Only
+    Gemini's own signatures go; another vendor's reasoning is left out (Gemini reads nothing from
+    unsigned thought text)."""
+    parts = [_thought_part(r.text, r.signature) for r in message.reasoning if r.signer == WIRE and r.signature]
+    parts += [_encode_part(p) for p in message.content if not _empty(p)]
+    signatures = [c.signature if c.signer == WIRE else None for c in message.tool_calls]
+    calls = [_function_call_part(c.id, c.name, c.arguments, s) for c, s in zip(message.tool_calls, signatures)]
+    if calls and needs_signature and not any(signatures):
+        calls[0]["thoughtSignature"] = SKIP_SIGNATURE
+    return parts + calls
 
 
 def _empty(part: Part) -> bool:
@@ -667,6 +742,10 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def _signer(signature: str | None) -> str | None:
+    return WIRE if signature is not None else None
+
+
 def _call_id(response_id: str, serial: int) -> str:
     """An id for a call Gemini sent without one: unique across a conversation, since the response's is."""
     return f"call_{re.sub(r'[^A-Za-z0-9_-]', '', response_id)}_{serial}"
@@ -709,14 +788,15 @@ def decode_response(data: dict[str, Any]) -> ChatResponse:
                 name, arguments, call_id, signature = value
                 if not call_id:
                     call_id, serial = _call_id(response_id, serial), serial + 1
-                calls.append(ToolCall(id=call_id, name=name, arguments=arguments, signature=signature))
+                signer = _signer(signature)
+                calls.append(ToolCall(id=call_id, name=name, arguments=arguments, signature=signature, signer=signer))
             elif kind == "thought":
-                reasoning.append(Reasoning(text=value[0], signature=value[1]))
+                reasoning.append(Reasoning(text=value[0], signature=value[1], signer=_signer(value[1])))
             elif kind == "signature":
                 if reasoning and reasoning[-1].signature is None:
-                    reasoning[-1].signature = value
+                    reasoning[-1].signature, reasoning[-1].signer = value, WIRE
                 else:
-                    reasoning.append(Reasoning(signature=value))
+                    reasoning.append(Reasoning(signature=value, signer=WIRE))
             else:
                 content.append(TextPart(text=value) if kind == "text" else value)
         message = Message(role="assistant", content=content, tool_calls=calls, reasoning=reasoning)
@@ -748,9 +828,13 @@ def encode_response(response: ChatResponse, model: str | None = None) -> dict[st
     candidates = []
     for choice in response.choices:
         message = choice.message
-        parts = [_thought_part(r.text, r.signature) for r in message.reasoning if r.text or r.signature]
+        signed = [(r.text, thought_signature_for_client(r.signer, r.signature)) for r in message.reasoning]
+        parts = [_thought_part(text, signature) for text, signature in signed if text or signature]
         parts += [_encode_part(p) for p in message.content if not _empty(p)]
-        parts += [_function_call_part(c.id, c.name, c.arguments, c.signature) for c in message.tool_calls]
+        parts += [
+            _function_call_part(c.id, c.name, c.arguments, thought_signature_for_client(c.signer, c.signature))
+            for c in message.tool_calls
+        ]
         candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}} if parts else {}
         if choice.finish_reason:
             candidate["finishReason"] = FINISH_REASONS_OUT[choice.finish_reason]
@@ -833,12 +917,13 @@ class StreamDecoder:
             self._calls[index] = tool_index + 1
             call_id = call_id or _call_id(self._id, sum(self._calls.values()) - 1)
             return ToolCallDelta(
-                tool_index=tool_index, id=call_id, name=name, arguments=arguments, signature=signature, index=index
-            )
+                tool_index=tool_index, id=call_id, name=name, arguments=arguments, signature=signature,
+                signer=_signer(signature), index=index,
+            )  # fmt: skip
         if kind == "thought":
-            return ReasoningDelta(text=value[0], signature=value[1], index=index)
+            return ReasoningDelta(text=value[0], signature=value[1], signer=_signer(value[1]), index=index)
         if kind == "signature":
-            return ReasoningDelta(signature=value, index=index)
+            return ReasoningDelta(signature=value, signer=WIRE, index=index)
         return TextDelta(text=value, index=index)
 
     def finish(self) -> list[StreamEvent]:
@@ -885,13 +970,16 @@ class StreamEncoder:
             call = calls.setdefault(event.tool_index, {"id": None, "name": "", "arguments": [], "signature": None})
             call["id"] = event.id or call["id"]
             call["name"] = event.name or call["name"]
-            call["signature"] = event.signature or call["signature"]
+            call["signature"] = thought_signature_for_client(event.signer, event.signature) or call["signature"]
             call["arguments"].append(event.arguments)
             return out
         if isinstance(event, TextDelta):
             part: dict[str, Any] = {"text": event.text}
-        elif isinstance(event, ReasoningDelta) and (event.text or event.signature):
-            part = _thought_part(event.text, event.signature)
+        elif isinstance(event, ReasoningDelta):
+            signature = thought_signature_for_client(event.signer, event.signature)
+            if not event.text and not signature:
+                return b""
+            part = _thought_part(event.text, signature)
         else:
             return b""
         return self._flush(event.index) + self._frame([self._candidate(event.index, [part])])

@@ -64,6 +64,10 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "stream_options": (dict,),
     "reasoning_effort": (str,),
 }
+# Canonical request field -> the field a client of this wire sets it with, for errors a provider
+# raises about a canonical field: none to rename, canonical names are this wire's (and its messages
+# and tools decode one for one, so their indexes hold too).
+PARAM_NAMES: dict[str, str] = {}
 _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # Content parts that are text under another name: part type -> the field holding the text. An

@@ -29,22 +29,28 @@ The gateway keeps no state on this path: `previous_response_id` and `conversatio
 since they name stored items.
 
 Reasoning tokens. Canonical reasoning carries a `signature` (Anthropic, Gemini) or `redacted`
-vendor-encrypted data, and a Gemini tool call may carry a signature too; a Responses client can only
-hand back a reasoning item's `encrypted_content`. So `encrypted_content` is:
+vendor-encrypted data, and a Gemini tool call may carry a signature too, each with its `signer` (the
+wire that minted it: see `aigw.canonical`); a Responses client can only hand back a reasoning item's
+`encrypted_content`. So `encrypted_content` is:
 
-    - absent when there is nothing to carry;
-    - the `redacted` value itself when that is all there is (an OpenAI blob stays an OpenAI blob);
-    - otherwise `aigw:v1:` + base64url(JSON {"s": signature, "r": redacted, "c": {call id: signature}})
-      with absent keys left out.
+    - absent when there is nothing to carry, or when nobody knows who signed it (no upstream takes it);
+    - the `redacted` value itself when that is all there is and OpenAI minted it (an OpenAI blob
+      stays an OpenAI blob);
+    - otherwise `aigw:v1:` + base64url(JSON {"w": signer, "s": signature, "r": redacted,
+      "c": {call id: signature}}) with absent keys left out: the gateway's seal, signer inside.
 
 Each canonical Reasoning is one reasoning item (its text one summary part); tool-call signatures
-ride in one more reasoning item, with no summary, after the calls. `encrypted_content` is sent
-whether or not the client asked for it in `include`: the gateway keeps nothing, so the client's copy
-is the only one. Decoding reverses it: a value with the prefix is unpacked (400 when it does not
-unpack), any other value is `redacted`. Tool-call signatures are collected from every reasoning item
-before the calls are read, so the item that carries them may stand anywhere in the input. Summary
-texts become the reasoning text (joined by blank lines when there are several), so text and
-signature come back exactly as issued.
+ride in one more reasoning item per signer (in practice one: Gemini's), with no summary, after the
+calls. `encrypted_content` is sent whether or not the client asked for it in `include`: the gateway
+keeps nothing, so the client's copy is the only one. Decoding reverses it: a value with the prefix is
+unpacked (400 when it does not unpack), any other value is `redacted` that OpenAI minted. Tool-call
+signatures are collected from every reasoning item before the calls are read, so the item that
+carries them may stand anywhere in the input. Summary texts become the reasoning text (joined by
+blank lines when there are several), so text, signature and signer come back exactly as issued.
+
+Tokens without "w" were issued before signers were recorded: their call signatures are Gemini's (no
+other vendor signs calls), their `s` and `r` taken for Anthropic's, the one vendor that refuses a
+turn without them; that is what the gateway did with them then, so no conversation breaks on it.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -70,8 +76,8 @@ from aigw.http.sse import sse_frame
 from aigw.wire.openai_chat import encode_error, error_status
 
 __all__ = [
-    "WIRE", "StreamEncoder", "decode_request", "decode_usage", "encode_error", "encode_response", "encode_usage",
-    "error_status", "usage_from_event", "validate_request",
+    "PARAM_NAMES", "WIRE", "StreamEncoder", "decode_request", "decode_usage", "encode_error", "encode_response",
+    "encode_usage", "error_status", "usage_from_event", "validate_request",
 ]  # fmt: skip
 
 WIRE = "openai_responses"
@@ -115,6 +121,15 @@ DROPPED_ITEMS = frozenset(
      "additional_tools", "program", "program_output"}
 )  # fmt: skip
 TOKEN_PREFIX = "aigw:v1:"
+# Signers of tokens issued before they carried one (see the module docstring).
+LEGACY_SIGNER, LEGACY_CALL_SIGNER = "anthropic", "gemini"
+# Canonical request field -> the Responses field a client sets it with, where the two differ: an
+# error a provider raises about a canonical field is reported to a Responses client under this name.
+# (`tools` too: hosted tools are dropped, so canonical tools do not count as the client's do.)
+PARAM_NAMES = {
+    "messages": "input", "tools": "tools", "response_format": "text.format", "max_tokens": "max_output_tokens",
+    "reasoning_effort": "reasoning.effort",
+}  # fmt: skip
 
 # Canonical finish reasons that end a Response "incomplete", with the reason OpenAI gives.
 INCOMPLETE_REASONS: dict[str, str] = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -244,7 +259,7 @@ class _InputDecoder:
         self._messages: list[Message] = []
         self._turn: Message | None = None
         self._call_names: dict[str, str] = {}  # call id -> tool name, of the calls seen so far
-        self._call_signatures: dict[str, str] = {}
+        self._call_signatures: dict[str, tuple[str, str]] = {}  # call id -> (signer, signature)
         self._handlers: dict[str, Callable[[dict[str, Any], str], None]] = {
             "message": self._message,
             "function_call": self._function_call,
@@ -274,7 +289,7 @@ class _InputDecoder:
         for i, item in enumerate(items):
             if item.get("type") == "reasoning" and isinstance(item.get("encrypted_content"), str):
                 token = decode_reasoning_token(item["encrypted_content"], f"input[{i}].encrypted_content")
-                self._call_signatures.update(token[2])
+                self._call_signatures.update(token.calls)
 
     def _assistant(self) -> Message:
         if self._turn is None:
@@ -298,7 +313,8 @@ class _InputDecoder:
 
     def _add_call(self, call_id: str, name: str, arguments: str) -> None:
         self._call_names[call_id] = name
-        call = ToolCall(id=call_id, name=name, arguments=arguments, signature=self._call_signatures.get(call_id))
+        signer, signature = self._call_signatures.get(call_id, (None, None))
+        call = ToolCall(id=call_id, name=name, arguments=arguments, signature=signature, signer=signer)
         self._assistant().tool_calls.append(call)
 
     def _function_call(self, item: dict[str, Any], where: str) -> None:
@@ -327,10 +343,13 @@ class _InputDecoder:
     def _reasoning(self, item: dict[str, Any], where: str) -> None:
         token, token_where = item.get("encrypted_content"), f"{where}.encrypted_content"
         _check_type(token, (str,), token_where)
-        signature, redacted, _ = decode_reasoning_token(token, token_where) if token else (None, None, {})
+        signed = decode_reasoning_token(token, token_where) if token else ReasoningToken(None)
+        signature, redacted = signed.signature, signed.redacted
         text = _reasoning_text(item, where)
         if text or signature is not None or redacted is not None:
-            self._assistant().reasoning.append(Reasoning(text=text, signature=signature, redacted=redacted))
+            signer = signed.signer if signature is not None or redacted is not None else None
+            reasoning = Reasoning(text=text, signature=signature, redacted=redacted, signer=signer)
+            self._assistant().reasoning.append(reasoning)
 
 
 def _item_reference(item: dict[str, Any], where: str) -> None:
@@ -498,22 +517,37 @@ def _decode_text_format(value: Any) -> ResponseFormat | None:
 # --- reasoning tokens --------------------------------------------------------------------------
 
 
+class ReasoningToken(NamedTuple):
+    """What a reasoning item's `encrypted_content` carries."""
+
+    signer: str | None  # of `signature` and `redacted`
+    signature: str | None = None
+    redacted: str | None = None
+    calls: dict[str, tuple[str, str]] = {}  # call id -> (signer, signature); never mutated
+
+
 def encode_reasoning_token(
-    signature: str | None, redacted: str | None, call_signatures: dict[str, str] | None = None
+    signer: str | None,
+    signature: str | None = None,
+    redacted: str | None = None,
+    call_signatures: dict[str, str] | None = None,
 ) -> str | None:
-    """What the gateway puts in a reasoning item's `encrypted_content` (see the module docstring)."""
-    if signature is None and not call_signatures:
-        if redacted is None or not redacted.startswith(TOKEN_PREFIX):
-            return redacted
-    fields: dict[str, Any] = {"s": signature, "r": redacted, "c": call_signatures or None}
+    """What the gateway puts in a reasoning item's `encrypted_content` (see the module docstring);
+    `signer` signed everything given."""
+    if signer is None or (signature is None and redacted is None and not call_signatures):
+        return None
+    alone = signature is None and not call_signatures
+    if signer == WIRE and alone and redacted is not None and not redacted.startswith(TOKEN_PREFIX):
+        return redacted  # OpenAI's encrypted reasoning, as OpenAI issued it
+    fields: dict[str, Any] = {"w": signer, "s": signature, "r": redacted, "c": call_signatures or None}
     packed = orjson.dumps({k: v for k, v in fields.items() if v is not None})
     return TOKEN_PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode()
 
 
-def decode_reasoning_token(token: str, where: str) -> tuple[str | None, str | None, dict[str, str]]:
-    """`encrypted_content` -> (signature, redacted, tool-call signatures by call id)."""
+def decode_reasoning_token(token: str, where: str) -> ReasoningToken:
+    """`encrypted_content` -> what it carries: OpenAI's own encrypted reasoning, or the gateway's seal."""
     if not token.startswith(TOKEN_PREFIX):
-        return None, token, {}
+        return ReasoningToken(WIRE, redacted=token)
     packed = token[len(TOKEN_PREFIX) :]
     try:
         fields = orjson.loads(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
@@ -522,10 +556,11 @@ def decode_reasoning_token(token: str, where: str) -> tuple[str | None, str | No
     if not isinstance(fields, dict):
         raise invalid(f"Invalid '{where}': not reasoning content this gateway issued.", where)
     signature, redacted, calls = fields.get("s"), fields.get("r"), fields.get("c", {})
-    values = [v for v in (signature, redacted) if v is not None]
+    signer, call_signer = (fields["w"], fields["w"]) if "w" in fields else (LEGACY_SIGNER, LEGACY_CALL_SIGNER)
+    values = [v for v in (signer, signature, redacted) if v is not None]
     if not isinstance(calls, dict) or not all(isinstance(v, str) for v in [*values, *calls.values()]):
         raise invalid(f"Invalid '{where}': not reasoning content this gateway issued.", where)
-    return signature, redacted, calls
+    return ReasoningToken(signer, signature, redacted, {call_id: (call_signer, s) for call_id, s in calls.items()})
 
 
 # --- responses: canonical -> Responses -----------------------------------------------------------
@@ -620,19 +655,18 @@ def encode_response(response: ChatResponse, body: dict[str, Any]) -> dict[str, A
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else Message(role="assistant")
     status, incomplete = _status(choice.finish_reason if choice is not None else None)
-    output = [reasoning_item(new_id("rs_"), r.text, r.signature, r.redacted) for r in message.reasoning]
+    output = [reasoning_item(new_id("rs_"), r.text, r.signer, r.signature, r.redacted) for r in message.reasoning]
     text = message.text()
     if text:
         output.append(message_item(new_id("msg_"), text, "incomplete" if incomplete else "completed"))
     custom = custom_tool_names(body)
-    signatures: dict[str, str] = {}
+    signatures: dict[str, tuple[str, str]] = {}
     for call in message.tool_calls:
         call_id = call.id or new_id("call_")
         output.append(call_item(call_id, call.name, call.arguments, call.name in custom, "completed"))
-        if call.signature is not None:
-            signatures[call_id] = call.signature
-    if signatures:
-        output.append(reasoning_item(new_id("rs_"), "", None, None, signatures))
+        if call.signature is not None and call.signer is not None:
+            signatures[call_id] = (call.signer, call.signature)
+    output += [reasoning_item(new_id("rs_"), "", signer, None, None, calls) for signer, calls in _by_signer(signatures)]
     return build_response(
         body,
         id=response_id(response.id),
@@ -655,12 +689,25 @@ def message_item(id: str, text: str | None, status: str) -> dict[str, Any]:
     return {"id": id, "type": "message", "status": status, "content": content, "role": "assistant"}
 
 
+def _by_signer(signatures: dict[str, tuple[str, str]]) -> list[tuple[str, dict[str, str]]]:
+    """Call signatures (call id -> (signer, signature)) grouped by signer: one carrier item each."""
+    groups: dict[str, dict[str, str]] = {}
+    for call_id, (signer, signature) in signatures.items():
+        groups.setdefault(signer, {})[call_id] = signature
+    return list(groups.items())
+
+
 def reasoning_item(
-    id: str, text: str, signature: str | None, redacted: str | None, call_signatures: dict[str, str] | None = None
+    id: str,
+    text: str,
+    signer: str | None,
+    signature: str | None,
+    redacted: str | None,
+    call_signatures: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     summary = [{"type": "summary_text", "text": text}] if text else []
     item: dict[str, Any] = {"id": id, "type": "reasoning", "summary": summary}
-    token = encode_reasoning_token(signature, redacted, call_signatures)
+    token = encode_reasoning_token(signer, signature, redacted, call_signatures)
     if token is not None:
         item["encrypted_content"] = token
     return item
@@ -764,7 +811,7 @@ class StreamEncoder:
         self._open: dict[str, Any] | None = None  # the open message or reasoning item's state
         self._calls: dict[int, _OpenCall] = {}  # open tool calls by canonical tool index
         self._closed_calls: set[int] = set()
-        self._call_signatures: dict[str, str] = {}
+        self._call_signatures: dict[str, tuple[str, str]] = {}  # call id -> (signer, signature)
         self._reason: FinishReason | None = None
         self._usage: Usage | None = None
 
@@ -886,7 +933,7 @@ class StreamEncoder:
         if event.redacted is not None:
             out = self._close_all() + self._open_reasoning()
             assert self._open is not None
-            self._open["redacted"] = event.redacted
+            self._open["redacted"], self._open["signer"] = event.redacted, event.signer
             return out + self._close_open()
         if not event.text and event.signature is None:
             return b""
@@ -905,12 +952,14 @@ class StreamEncoder:
             out += self._event("response.reasoning_summary_text.delta", {**where, "delta": event.text})
         if event.signature is not None:
             state["signature"] = (state["signature"] or "") + event.signature
+            state["signer"] = event.signer
         return out
 
     def _open_reasoning(self) -> bytes:
         index, item_id = self._allocate(), new_id("rs_")
         self._open = {
             "kind": "reasoning", "index": index, "id": item_id, "text": [], "signature": None, "redacted": None,
+            "signer": None,
         }  # fmt: skip
         item = {"id": item_id, "type": "reasoning", "summary": []}
         return self._event("response.output_item.added", {"output_index": index, "item": item})
@@ -923,7 +972,8 @@ class StreamEncoder:
             out += self._event("response.reasoning_summary_text.done", {**where, "text": text})
             part = {"type": "summary_text", "text": text}
             out += self._event("response.reasoning_summary_part.done", {**where, "part": part})
-        return out + self._item_done(index, reasoning_item(item_id, text, state["signature"], state["redacted"]))
+        item = reasoning_item(item_id, text, state["signer"], state["signature"], state["redacted"])
+        return out + self._item_done(index, item)
 
     def _close_open(self) -> bytes:
         state, self._open = self._open, None
@@ -945,8 +995,8 @@ class StreamEncoder:
             self._calls[event.tool_index] = call
             item = call_item(call.call_id, call.name, "", call.custom, "in_progress")
             out += self._event("response.output_item.added", {"output_index": call.index, "item": item})
-        if event.signature is not None:
-            self._call_signatures[call.call_id] = event.signature
+        if event.signature is not None and event.signer is not None:
+            self._call_signatures[call.call_id] = (event.signer, event.signature)
         if event.arguments:
             call.arguments.append(event.arguments)
             if not call.custom:
@@ -972,11 +1022,12 @@ class StreamEncoder:
         return out
 
     def _signature_carrier(self) -> bytes:
-        """Tool-call signatures ride in one last reasoning item (see the module docstring)."""
-        if not self._call_signatures:
-            return b""
-        index, item_id = self._allocate(), new_id("rs_")
-        item = reasoning_item(item_id, "", None, None)
-        added = self._event("response.output_item.added", {"output_index": index, "item": item})
-        signatures, self._call_signatures = self._call_signatures, {}
-        return added + self._item_done(index, reasoning_item(item_id, "", None, None, signatures))
+        """Tool-call signatures ride in last reasoning items, one per signer (see the module docstring)."""
+        out = b""
+        groups, self._call_signatures = _by_signer(self._call_signatures), {}
+        for signer, signatures in groups:
+            index, item_id = self._allocate(), new_id("rs_")
+            item = reasoning_item(item_id, "", None, None, None)
+            out += self._event("response.output_item.added", {"output_index": index, "item": item})
+            out += self._item_done(index, reasoning_item(item_id, "", signer, None, None, signatures))
+        return out
