@@ -13,6 +13,7 @@ from aigw.config import EndpointConfig, Settings
 from aigw.errors import ErrorKind, GatewayError
 from aigw.policies.auth import Authenticator, Principal
 from aigw.policies.permissions import Permissions, grant_table, public_endpoints
+from aigw.routing import DEMO_ENDPOINT
 from aigw.store import USERS_GROUP, GrantInfo, Store
 from tests.store_fixtures import database_url, store  # noqa: F401  (fixtures)
 
@@ -80,11 +81,11 @@ def test_require_query_is_a_403_naming_principal_and_endpoint() -> None:
 
 
 def test_the_builtin_demo_endpoint_is_public_unless_replaced() -> None:
-    assert public_endpoints(Settings()) == {"demo"}
-    assert public_endpoints(Settings(demo_endpoint=False)) == set()
+    assert public_endpoints(Settings(), DEMO_ENDPOINT.name) == {"demo"}
+    assert public_endpoints(Settings(demo_endpoint=False), DEMO_ENDPOINT.name) == set()
     own_demo = EndpointConfig(name="demo", destinations=[])
-    assert public_endpoints(Settings(endpoints=[own_demo])) == set()
-    permissions = Permissions(public=public_endpoints(Settings()))
+    assert public_endpoints(Settings(endpoints=[own_demo]), DEMO_ENDPOINT.name) == set()
+    permissions = Permissions(public=public_endpoints(Settings(), DEMO_ENDPOINT.name))
     assert permissions.can_query(_principal(), "demo")
     assert not permissions.can_manage(_principal(), "demo")
 

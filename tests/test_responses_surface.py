@@ -631,19 +631,11 @@ def test_stream_failing_midway_makes_the_sdk_raise(client, upstream, scenario):
     assert kinds[0] == "response.created" and "error" in kinds and "response.completed" not in kinds
 
 
-RELAYED_DROP = (
-    "a pass-through stream cut off midway ends with one `error` event numbered 0 and no `response.failed` "
-    "(ResponsesCodec.relay_error in src/aigw/surfaces/responses.py)"
-)
-
-
 @pytest.mark.parametrize(
     "upstream, scenario",
     [
         *[(u, "stream-error") for u in UPSTREAMS],
-        pytest.param("openai", "drop", marks=pytest.mark.xfail(strict=True, reason=RELAYED_DROP)),
-        pytest.param("azure", "drop", marks=pytest.mark.xfail(strict=True, reason=RELAYED_DROP)),
-        *[(u, "drop") for u in TRANSLATED if u != "demo"],
+        *[(u, "drop") for u in UPSTREAMS],
     ],
 )
 def test_stream_failing_midway_ends_with_error_then_response_failed(gateway, upstream, scenario):

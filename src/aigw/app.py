@@ -16,8 +16,14 @@ from aigw.http.pool import PooledUpstreamClient
 from aigw.http.upstream import UpstreamClient
 from aigw.policies.auth import Authenticator
 from aigw.policies.permissions import Permissions, public_endpoints
-from aigw.routing import Router
+from aigw.call import Call
+from aigw.policies.limits import Limiter
+from aigw.recording.metrics import UsageMetrics
+from aigw.recording.writer import RecordWriter
+from aigw.routing import DEMO_ENDPOINT, Router
 from aigw.store import Store
+from aigw.store.recording import RecordingStore
+from aigw.surfaces.admin import AdminSurface
 from aigw.surfaces.anthropic import AnthropicSurface
 from aigw.surfaces.common import ErrorRenderer, Handler
 from aigw.surfaces.gemini import GeminiSurface
@@ -33,14 +39,21 @@ class Gateway:
         self.store = store
         self._client = client
         # Grants are loaded and refreshed with the tokens: the authenticator swaps them in.
-        self.permissions = Permissions(public=public_endpoints(settings))
+        self.permissions = Permissions(public=public_endpoints(settings, DEMO_ENDPOINT.name))
         self.auth = Authenticator(
             store, refresh_seconds=settings.server.token_refresh_seconds, permissions=self.permissions
+        )
+        self.limiter = Limiter(settings)
+        self.metrics = UsageMetrics()
+        self.records = RecordWriter(
+            RecordingStore(store.engine), settings.data_path() / "spill", observe=self.metrics.observe
         )
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
-        surfaces = [OpenAISurface(self), AnthropicSurface(self), GeminiSurface(self), ResponsesSurface(self)]
+        surfaces = [
+            OpenAISurface(self), AnthropicSurface(self), GeminiSurface(self), ResponsesSurface(self), AdminSurface(self),
+        ]  # fmt: skip
         for surface in surfaces:
             for method, path, handler in surface.routes():
                 if path.endswith("/*"):
@@ -58,8 +71,13 @@ class Gateway:
             self._client = PooledUpstreamClient()
         self.router = Router(self.settings, self._client)
         await self.auth.start()
+        await self.limiter.start()
+        await self.records.start()
 
     async def shutdown(self) -> None:
+        """After the server stopped taking requests: every record is flushed (or spilled to disk)."""
+        await self.records.close()
+        await self.limiter.close()
         await self.auth.stop()
         if self._client is not None:
             await self._client.close()
@@ -86,13 +104,28 @@ class Gateway:
             await self._send_error(send, renderer, unknown_route(request))
             return
         handler, render_error = route
+        status, message = 200, None
         try:
             await handler(request, send)
         except GatewayError as error:
-            await self._send_error(send, render_error, error)
+            status, message = await self._send_error(send, render_error, error), error.message
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
-            await self._send_error(send, render_error, GatewayError(ErrorKind.INTERNAL, "Internal gateway error."))
+            error = GatewayError(ErrorKind.INTERNAL, "Internal gateway error.")
+            status, message = await self._send_error(send, render_error, error), error.message
+        finally:
+            if request.call is not None:
+                self._finish(request.call, status, message)
+
+    def _finish(self, call: Call, status: int, error: str | None) -> None:
+        """The request is over: record it and settle its rate-limit charge with the real tokens."""
+        record = call.usage_record(status, error)
+        self.records.submit(record)
+        payload = call.payload_record(record)
+        if payload is not None:
+            self.records.submit(payload)
+        if call.admission is not None:
+            self.limiter.settle(call.admission, record.total_tokens or 0)
 
     def _prefix_route(self, method: str, path: str) -> tuple[Handler, ErrorRenderer] | None:
         for route_method, prefix, handler, render in self.prefix_routes:
@@ -101,12 +134,14 @@ class Gateway:
         return None
 
     @staticmethod
-    async def _send_error(send: Send, render: ErrorRenderer, error: GatewayError) -> None:
+    async def _send_error(send: Send, render: ErrorRenderer, error: GatewayError) -> int:
+        """Send `error` in the surface's shape; the status the client got."""
         status, body, headers = render(error)
         try:
             await send_body(send, status, body, headers)
         except Exception:  # the response had already started: nothing more can be said
             pass
+        return status
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

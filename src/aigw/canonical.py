@@ -217,7 +217,11 @@ class Usage(Struct):
 
 def estimate_tokens(text: str) -> int:
     """The gateway's token estimate where a provider reports none: about four characters a token."""
-    return (len(text) + 1) // 4
+    return estimate_tokens_of_size(len(text))
+
+
+def estimate_tokens_of_size(characters: int) -> int:
+    return (characters + 1) // 4
 
 
 # An image or document costs tokens the gateway cannot count without decoding it; this is about what

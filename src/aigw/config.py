@@ -39,16 +39,54 @@ class DestinationConfig(Config):
     headers: dict[str, str] = {}  # extra headers sent upstream
     api_version: str | None = None  # azure_openai
     deployment: str | None = None  # azure_openai; default: model
+    weight: float = 1.0  # share of the endpoint's traffic among its destinations
+    retries: int = 0  # extra tries of this destination on a retryable failure, before the next one
+    retry_backoff: float = 0.5  # seconds before the first retry, doubling each time, with jitter
 
     @property
     def label(self) -> str:
         return self.name or f"{self.provider}/{self.model}"
 
 
+class CooldownConfig(Config):
+    """A destination that fails `failures` times in a row is skipped for `seconds`."""
+
+    failures: int = 3
+    seconds: float = 30.0
+
+
+class PayloadLoggingConfig(Config):
+    """Request and response bodies kept in the payload table (inference table)."""
+
+    enabled: bool = False
+    sample: float = 1.0  # fraction of requests logged
+    max_bytes: int = 10 * 1024 * 1024  # bigger bodies are replaced by a marker
+
+
+RateLimitKey = Literal["endpoint", "user", "service_principal", "user_group"]
+MAX_RATE_LIMITS = 20  # per endpoint
+
+
+class RateLimitConfig(Config):
+    """Requests (`calls`) and/or tokens per minute for the endpoint as a whole (`endpoint`), for each
+    user (`user` without `principal`: the user default), or for one named user, service principal
+    or group (a group shares one bucket). Where both are set, a request must pass both."""
+
+    key: RateLimitKey
+    principal: str | None = None
+    calls: int | None = None  # requests per renewal period
+    tokens: int | None = None  # tokens (input + output) per renewal period
+    renewal_period: Literal["minute"] = "minute"
+
+
 class EndpointConfig(Config):
     name: str
     destinations: list[DestinationConfig]
     task: Task | list[Task] = "chat"
+    rate_limits: list[RateLimitConfig] = []  # see policies/limits.py
+    fallbacks: list[DestinationConfig] = []  # tried in order once the chosen destination failed
+    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+    payload_logging: PayloadLoggingConfig = msgspec.field(default_factory=PayloadLoggingConfig)
 
     @property
     def tasks(self) -> frozenset[str]:
@@ -66,6 +104,8 @@ class Settings(Config):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     data_dir: str | None = None
     database_url: str | None = None
+    redis_url: str | None = None  # shared rate-limit counters; default: in-process
+    rate_limits_fail_open: bool = True  # Redis unreachable: admit (True) or refuse with 503
     demo_endpoint: bool = True  # serve the built-in `demo` endpoint
     endpoints: list[EndpointConfig] = []
 
@@ -128,6 +168,8 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         document["data_dir"] = environ["AIGW_DATA_DIR"]
     if environ.get("AIGW_DATABASE_URL"):
         document["database_url"] = environ["AIGW_DATABASE_URL"]
+    if environ.get("AIGW_REDIS_URL"):
+        document["redis_url"] = environ["AIGW_REDIS_URL"]
 
     try:
         settings = msgspec.convert(document, Settings)
@@ -150,6 +192,8 @@ def _check(settings: Settings, source: str) -> None:
     """Checks the types alone cannot express."""
     from aigw.providers.registry import PROVIDERS  # late import: providers import this module
 
+    if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: redis_url: must start with redis://, rediss:// or unix://")
     names: set[str] = set()
     for i, endpoint in enumerate(settings.endpoints):
         where = f"{source}: endpoints[{i}]"
@@ -160,17 +204,65 @@ def _check(settings: Settings, source: str) -> None:
         names.add(endpoint.name)
         if not endpoint.destinations:
             raise ConfigError(f"{where}.destinations: at least one destination is required")
-        for j, destination in enumerate(endpoint.destinations):
+        _check_routing(endpoint, where)
+        _check_rate_limits(endpoint, where)
+        for key, destination in _all_destinations(endpoint):
             provider = PROVIDERS.get(destination.provider)
             if provider is None:
                 known = ", ".join(sorted(PROVIDERS))
-                raise ConfigError(
-                    f"{where}.destinations[{j}].provider: unknown provider '{destination.provider}' "
-                    f"(known: {known})"
-                )
+                raise ConfigError(f"{where}.{key}.provider: unknown provider '{destination.provider}' (known: {known})")
             problem = provider.check_config(destination, endpoint.tasks)
             if problem:
-                key, message = problem
-                raise ConfigError(f"{where}.destinations[{j}].{key}: {message}")
-            if destination.timeout <= 0:
-                raise ConfigError(f"{where}.destinations[{j}].timeout: must be positive")
+                field, message = problem
+                raise ConfigError(f"{where}.{key}.{field}: {message}")
+            for field in ("timeout", "weight", "retry_backoff"):
+                if getattr(destination, field) <= 0:
+                    raise ConfigError(f"{where}.{key}.{field}: must be positive")
+            if destination.retries < 0:
+                raise ConfigError(f"{where}.{key}.retries: must be 0 or more")
+
+
+def _all_destinations(endpoint: EndpointConfig) -> list[tuple[str, DestinationConfig]]:
+    """Every destination with its key path, fallbacks included."""
+    return [(f"destinations[{j}]", d) for j, d in enumerate(endpoint.destinations)] + [
+        (f"fallbacks[{j}]", d) for j, d in enumerate(endpoint.fallbacks)
+    ]
+
+
+def _check_routing(endpoint: EndpointConfig, where: str) -> None:
+    labels: set[str] = set()
+    for key, destination in _all_destinations(endpoint):
+        if destination.label in labels:
+            raise ConfigError(f"{where}.{key}.name: two destinations are labelled '{destination.label}': name one of them")
+        labels.add(destination.label)
+    if endpoint.cooldown.failures < 1 or endpoint.cooldown.seconds < 0:
+        raise ConfigError(f"{where}.cooldown: failures must be at least 1 and seconds 0 or more")
+    logging = endpoint.payload_logging
+    if not 0 <= logging.sample <= 1:
+        raise ConfigError(f"{where}.payload_logging.sample: must be between 0 and 1")
+    if logging.max_bytes < 1:
+        raise ConfigError(f"{where}.payload_logging.max_bytes: must be positive")
+
+
+def _check_rate_limits(endpoint: EndpointConfig, where: str) -> None:
+    if len(endpoint.rate_limits) > MAX_RATE_LIMITS:
+        raise ConfigError(f"{where}.rate_limits: at most {MAX_RATE_LIMITS} limits per endpoint, got {len(endpoint.rate_limits)}")
+    seen: set[tuple[str, str | None]] = set()
+    for k, limit in enumerate(endpoint.rate_limits):
+        at = f"{where}.rate_limits[{k}]"
+        if limit.key == "endpoint" and limit.principal is not None:
+            raise ConfigError(f"{at}.principal: not allowed with key 'endpoint'")
+        if limit.key in ("service_principal", "user_group") and limit.principal is None:
+            raise ConfigError(f"{at}.principal: required with key '{limit.key}'")
+        if limit.principal is not None and not limit.principal.strip():
+            raise ConfigError(f"{at}.principal: must not be empty")
+        if limit.calls is None and limit.tokens is None:
+            raise ConfigError(f"{at}: set calls, tokens or both")
+        for field in ("calls", "tokens"):
+            value = getattr(limit, field)
+            if value is not None and value < 1:
+                raise ConfigError(f"{at}.{field}: must be positive")
+        if (limit.key, limit.principal) in seen:
+            who = f" principal '{limit.principal}'" if limit.principal is not None else ""
+            raise ConfigError(f"{at}: duplicate limit for key '{limit.key}'{who}")
+        seen.add((limit.key, limit.principal))

@@ -52,6 +52,7 @@ class GatewayError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
         retryable: bool = False,
+        upstream_status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -61,6 +62,7 @@ class GatewayError(Exception):
         self.code = code
         self.headers = headers or {}
         self.retryable = retryable
+        self.upstream_status = upstream_status  # the upstream's HTTP status, where one answered
 
     def __repr__(self) -> str:
         return f"GatewayError({self.kind.value}, {self.status}, {self.message!r})"

@@ -1,33 +1,130 @@
-"""Endpoints and their destinations: the name a client puts in `model`, resolved to providers.
+"""Endpoints and their destinations: the name a client puts in `model`, resolved to providers, and
+the order they are tried in.
 
-Built once at start from the settings; lookups on the hot path are a dict access.
+An endpoint splits its traffic among its `destinations` by weight and, when the chosen one fails
+with something another destination may not (a connection error, a timeout, a 429, a 5xx), tries the
+other destinations (heaviest first) and then its `fallbacks` in order. A destination may be retried
+first, with exponential backoff and jitter, honouring the upstream's Retry-After. One that keeps
+failing is put at the back of the line for a cool-down period. All of this happens before the
+first byte reaches the client; afterwards a failure can only be reported in the stream.
+
+Built once at start from the settings; on the hot path an endpoint with one destination costs a
+dict lookup and a list.
 """
 
 from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aigw.config import DestinationConfig, EndpointConfig, Settings
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.upstream import UpstreamClient
 from aigw.providers.base import Provider
 from aigw.providers.registry import PROVIDERS
+from aigw.recording.records import Attempt
+
+T = TypeVar("T")
 
 DEMO_ENDPOINT = EndpointConfig(
     name="demo",
     task=["chat", "embeddings"],
     destinations=[DestinationConfig(provider="demo", model="aigw-demo-1")],
 )
+MAX_RETRY_WAIT = 30.0  # seconds: a longer Retry-After sends the request to the next destination instead
 
 
 class Endpoint:
-    __slots__ = ("name", "tasks", "destinations")
+    __slots__ = ("name", "tasks", "config", "destinations", "weights", "fallbacks", "_failures", "_cooling_until")
 
     def __init__(self, config: EndpointConfig, client: UpstreamClient) -> None:
         self.name = config.name
         self.tasks = config.tasks
+        self.config = config
         self.destinations: list[Provider] = [PROVIDERS[d.provider](d, client) for d in config.destinations]
+        self.weights = [d.weight for d in config.destinations]
+        self.fallbacks: list[Provider] = [PROVIDERS[d.provider](d, client) for d in config.fallbacks]
+        self._failures: dict[str, int] = {}  # destination label -> failures in a row
+        self._cooling_until: dict[str, float] = {}  # destination label -> monotonic time
 
-    def destination(self) -> Provider:
-        return self.destinations[0]
+    def every_destination(self) -> list[Provider]:
+        return [*self.destinations, *self.fallbacks]
+
+    def attempt_order(self) -> list[Provider]:
+        """The destinations to try, in order: one chosen by weight, the other destinations heaviest
+        first, then the fallbacks; those cooling down go last (still tried if all else fails)."""
+        if len(self.destinations) == 1 and not self.fallbacks:
+            return self.destinations
+        first = random.choices(self.destinations, self.weights)[0]
+        others = sorted((d for d in self.destinations if d is not first), key=lambda d: -d.destination.weight)
+        order = [first, *others, *self.fallbacks]
+        if self._cooling_until:
+            now = time.monotonic()
+            order.sort(key=lambda d: self._cooling_until.get(d.label, 0.0) > now)  # stable
+        return order
+
+    def succeeded(self, provider: Provider) -> None:
+        if self._failures:
+            self._failures.pop(provider.label, None)
+            self._cooling_until.pop(provider.label, None)
+
+    def failed(self, provider: Provider) -> None:
+        label = provider.label
+        failures = self._failures.get(label, 0) + 1
+        self._failures[label] = failures
+        if failures >= self.config.cooldown.failures:
+            self._cooling_until[label] = time.monotonic() + self.config.cooldown.seconds
+
+
+async def call_with_fallback(
+    endpoint: Endpoint, attempts: list[Attempt], attempt: Callable[[Provider], Awaitable[T]]
+) -> tuple[Provider, T]:
+    """Run `attempt` against the endpoint's destinations in order until one succeeds, recording
+    each try in `attempts`. An error another destination would repeat (a 400, a 413) is raised at
+    once; otherwise the last destination's error is."""
+    error: GatewayError | None = None
+    for provider in endpoint.attempt_order():
+        tries = provider.destination.retries + 1
+        for n in range(tries):
+            started = time.perf_counter()
+            try:
+                result = await attempt(provider)
+            except GatewayError as failure:
+                attempts.append(Attempt(provider.label, failure.upstream_status, _ms(started), failure.message))
+                if not failure.retryable:
+                    raise
+                endpoint.failed(provider)
+                error = failure
+                wait = _retry_wait(provider.destination, n, failure) if n + 1 < tries else None
+                if wait is None:
+                    break
+                await asyncio.sleep(wait)
+            else:
+                attempts.append(Attempt(provider.label, 200, _ms(started)))
+                endpoint.succeeded(provider)
+                return provider, result
+    assert error is not None
+    raise error
+
+
+def _retry_wait(destination: DestinationConfig, n: int, error: GatewayError) -> float | None:
+    """Seconds before retry n + 1: the upstream's Retry-After where it gave one, else exponential
+    backoff with full jitter; None when the wait would be too long to be worth it."""
+    retry_after = error.headers.get("retry-after")
+    if retry_after is not None:
+        try:
+            wait = float(retry_after)
+        except ValueError:
+            wait = MAX_RETRY_WAIT + 1  # an HTTP date: far enough to move on
+        return wait if wait <= MAX_RETRY_WAIT else None
+    return random.uniform(0, destination.retry_backoff * 2**n)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 class Router:

@@ -24,7 +24,7 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-
 class Request:
     """What a handler needs of an HTTP request: path, headers (lower-case str), query, body."""
 
-    __slots__ = ("scope", "receive", "path", "method", "headers", "_query")
+    __slots__ = ("scope", "receive", "path", "method", "headers", "_query", "raw_body", "call")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -34,6 +34,8 @@ class Request:
         # Header names arrive lower-cased from the server; decode once.
         self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self._query: dict[str, str] | None = None
+        self.raw_body = b""  # once `body()` has read it
+        self.call: Any = None  # the `aigw.call.Call` this request is accounted as, once it has one
 
     @property
     def query(self) -> dict[str, str]:
@@ -51,6 +53,7 @@ class Request:
         message = await self.receive()
         body = message.get("body", b"")
         if not message.get("more_body"):
+            self.raw_body = body
             return body
         parts = [body]
         size = len(body)
@@ -61,7 +64,8 @@ class Request:
             if size > limit:
                 raise _too_large(limit)
             parts.append(chunk)
-        return b"".join(parts)
+        self.raw_body = b"".join(parts)
+        return self.raw_body
 
 
 def _too_large(limit: int) -> GatewayError:

@@ -20,7 +20,6 @@ import msgspec
 
 from aigw.config import Settings
 from aigw.errors import ErrorKind, GatewayError
-from aigw.routing import DEMO_ENDPOINT
 from aigw.store.records import GrantInfo
 
 if TYPE_CHECKING:
@@ -60,11 +59,12 @@ def grant_table(grants: Iterable[GrantInfo]) -> GrantTable:
     }
 
 
-def public_endpoints(settings: Settings) -> frozenset[str]:
-    """Endpoints every principal may query without a grant: the built-in demo endpoint when it is
-    served (it calls no upstream). A configured endpoint that takes its name gets no such pass."""
-    overridden = any(e.name == DEMO_ENDPOINT.name for e in settings.endpoints)
-    return frozenset({DEMO_ENDPOINT.name}) if settings.demo_endpoint and not overridden else frozenset()
+def public_endpoints(settings: Settings, demo_name: str) -> frozenset[str]:
+    """Endpoints every principal may query without a grant: the built-in demo endpoint (named
+    `demo_name`) when it is served, since it calls no upstream. A configured endpoint that takes its
+    name gets no such pass."""
+    overridden = any(e.name == demo_name for e in settings.endpoints)
+    return frozenset({demo_name}) if settings.demo_endpoint and not overridden else frozenset()
 
 
 class Permissions:

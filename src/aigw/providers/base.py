@@ -220,6 +220,11 @@ class HttpProvider(Provider):
         return response
 
     def upstream_error(self, status: int, body: bytes, headers: dict[str, str]) -> GatewayError:
+        error = self._upstream_error(status, body, headers)
+        error.upstream_status = status
+        return error
+
+    def _upstream_error(self, status: int, body: bytes, headers: dict[str, str]) -> GatewayError:
         """Map an upstream error status to the caller's error, keeping its meaning: 429 stays 429
         (with Retry-After), 5xx becomes 502, the upstream's complaints about the request stay 4xx,
         and a rejected provider key is the gateway's problem (502), not the caller's."""

@@ -101,8 +101,8 @@ class GeminiProvider(HttpProvider):
 
     # --- errors ------------------------------------------------------------------------------------
 
-    def upstream_error(self, status: int, body: bytes, headers: dict[str, str]) -> GatewayError:
+    def _upstream_error(self, status: int, body: bytes, headers: dict[str, str]) -> GatewayError:
         # AI Studio answers a bad key with 400 INVALID_ARGUMENT: the gateway's problem, not the caller's.
         if status == 400 and (b"API_KEY_INVALID" in body or b"API key not valid" in body):
             status = 401
-        return super().upstream_error(status, body, headers)
+        return super()._upstream_error(status, body, headers)

@@ -94,6 +94,9 @@ class _Worker:
 
 
 class RecordWriter:
+    """`spill_dir` is `<data_dir>/spill` in the gateway. Call `start()` on the event loop that will call
+    `submit()`, and `close()` at shutdown, after the server stopped taking requests."""
+
     def __init__(
         self,
         sink: RecordSink,
@@ -173,7 +176,15 @@ class RecordWriter:
         """Store everything still held, if the store answers within `close_timeout`; spill the rest.
 
         Call it after the server stopped taking requests; a record submitted later is spilled at once."""
-        if self._closed or self._task is None:
+        if self._closed:
+            return
+        if self._task is None:  # never started: keep what was submitted
+            self._closed = True
+            if self._buffer:
+                self._spill.append(list(self._buffer))
+                self._spilled += len(self._buffer)
+                self._buffer.clear()
+                self._spill.close()
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._close_timeout
@@ -191,8 +202,8 @@ class RecordWriter:
             await asyncio.wait_for(self._final_flush(), timeout=max(deadline - loop.time(), 0.01))
         except (TimeoutError, asyncio.CancelledError):
             pass
-        # Whatever is still in memory, including a batch whose write has an unknown outcome, goes to
-        # disk: replaying a record the store already has is a no-op.
+        # Whatever is still in memory (a cancelled write put its batch back) goes to disk: its outcome
+        # may be unknown, but replaying a record the store already has is a no-op.
         leftover = self._inflight + list(self._buffer)
         self._inflight, self._buffer = [], deque()
         self._closed = True
@@ -282,10 +293,13 @@ class RecordWriter:
     async def _store_from_buffer(self, count: int) -> bool:
         batch = [self._buffer.popleft() for _ in range(count)]
         self._inflight = batch
-        stored = await self._store(batch)
-        self._inflight = []
-        if not stored:
-            self._buffer.extendleft(reversed(batch))
+        stored = False
+        try:
+            stored = await self._store(batch)
+        finally:  # failed, or cancelled by close(): back to the front of the buffer
+            self._inflight = []
+            if not stored:
+                self._buffer.extendleft(reversed(batch))
         return stored
 
     async def _replay_spill(self) -> bool:

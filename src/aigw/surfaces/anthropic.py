@@ -13,10 +13,13 @@ from typing import Any
 
 import orjson
 
-from aigw.canonical import ChatRequest, ChatResponse
+from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
-from aigw.surfaces.common import Handler, RawRelay, Surface, json_error, request_tags, serve_chat
+from aigw.providers.base import Provider
+from aigw.routing import call_with_fallback
+from aigw.surfaces.chat_flow import EventRelay, serve_chat, usage_of_json
+from aigw.surfaces.common import Handler, Surface, json_error, request_tags
 from aigw.wire import anthropic
 
 PREFIX = "/anthropic/v1"
@@ -37,11 +40,11 @@ class AnthropicChatCodec:
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> anthropic.StreamEncoder:
         return anthropic.StreamEncoder()
 
-    def stream_relay(self, body: dict[str, Any]) -> RawRelay:
-        return RawRelay()  # Anthropic streams always carry usage: nothing to filter
+    def stream_relay(self, body: dict[str, Any]) -> EventRelay:
+        return EventRelay(b'"usage"', anthropic.usage_in, anthropic.decode_usage, anthropic.encode_error_event)
 
-    def relay_error(self, error: GatewayError) -> bytes:
-        return anthropic.encode_error_event(error)
+    def usage_of_body(self, data: bytes) -> Usage | None:
+        return usage_of_json(data, anthropic.usage_in, anthropic.decode_usage)
 
 
 def vendor_headers(request: Request) -> dict[str, str]:
@@ -65,13 +68,12 @@ class AnthropicSurface(Surface):
 
     async def messages(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)
-        request_tags(request)
         body = await self.json_body(request)
         anthropic.validate_request(body)
-        provider = self.gateway.router.endpoint(body["model"], "chat").destination()
-        self.authorize(principal, body["model"])
+        endpoint = self.gateway.router.endpoint(body["model"], "chat")
+        call = await self.begin(request, principal, endpoint, "anthropic")
         stream = body.get("stream") is True
-        await serve_chat(request, send, provider, body, self.codec, stream, vendor_headers(request))
+        await serve_chat(call, request, send, endpoint, body, self.codec, stream, vendor_headers(request))
 
     async def count_tokens(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)
@@ -80,14 +82,18 @@ class AnthropicSurface(Surface):
         # A count_tokens body is a Messages body without max_tokens: validate it as one.
         as_messages = {"max_tokens": 1, **body} if isinstance(body, dict) else body
         anthropic.validate_request(as_messages)
-        provider = self.gateway.router.endpoint(body["model"], "chat").destination()
-        self.authorize(principal, body["model"])
-        if self.codec.wire in provider.chat_wires:
-            upstream = await provider.forward_count_tokens(self.codec.wire, body, vendor_headers(request))
-            await send_body(send, 200, await upstream.read())
-            return
-        tokens = await provider.count_tokens(anthropic.decode_request(as_messages))
-        await send_body(send, 200, orjson.dumps({"input_tokens": tokens}))
+        endpoint = self.gateway.router.endpoint(body["model"], "chat")
+        self.authorize(principal, endpoint.name)
+        canonical = anthropic.decode_request(as_messages)
+
+        async def attempt(provider: Provider) -> bytes:
+            if self.codec.wire in provider.chat_wires:
+                upstream = await provider.forward_count_tokens(self.codec.wire, body, vendor_headers(request))
+                return await upstream.read()
+            return orjson.dumps({"input_tokens": await provider.count_tokens(canonical)})
+
+        _, data = await call_with_fallback(endpoint, [], attempt)
+        await send_body(send, 200, data)
 
     async def models(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)

@@ -13,11 +13,15 @@ from typing import Any
 
 import orjson
 
-from aigw.canonical import ChatRequest, ChatResponse
+from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.asgi import JSON_HEADERS, SSE_HEADERS, Request, Send, send_body
 from aigw.http.sse import SSEParser
-from aigw.surfaces.common import Handler, RawRelay, StreamRelay, Surface, json_error, request_tags, serve_chat
+from aigw.policies.auth import Principal
+from aigw.providers.base import Provider
+from aigw.routing import call_with_fallback
+from aigw.surfaces.chat_flow import EventRelay, StreamRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.common import Handler, Surface, json_error, request_tags
 from aigw.wire import gemini
 
 VERSIONS = ("/gemini/v1beta", "/gemini/v1")
@@ -37,7 +41,6 @@ class GeminiChatCodec:
         self.stream = stream
         self.json_array = json_array
         self.stream_headers = JSON_HEADERS if json_array else SSE_HEADERS
-        self._relay: JsonArrayRelay | None = None
 
     def decode_request(self, body: Any) -> ChatRequest:
         return gemini.decode_request(body, self.model, self.stream)
@@ -49,43 +52,58 @@ class GeminiChatCodec:
         return gemini.StreamEncoder(json_array=self.json_array)
 
     def stream_relay(self, body: dict[str, Any]) -> StreamRelay:
-        if not self.json_array:
-            return RawRelay()  # the provider always asks its upstream for alt=sse
-        self._relay = JsonArrayRelay()
-        return self._relay
+        # The provider always asks its upstream for alt=sse.
+        if self.json_array:
+            return JsonArrayRelay()
+        return EventRelay(b'"usageMetadata"', gemini.usage_in, gemini.decode_usage, _sse_error)
 
-    def relay_error(self, error: GatewayError) -> bytes:
-        data = orjson.dumps(gemini.encode_error(error))
-        if self._relay is None:
-            return b"data: " + data + b"\r\n\r\n"
-        return self._relay.feed_element(data) + self._relay.flush()
+    def usage_of_body(self, data: bytes) -> Usage | None:
+        return usage_of_json(data, gemini.usage_in, gemini.decode_usage)
+
+
+def _sse_error(error: GatewayError) -> bytes:
+    """Google ends a failing stream with one more event that holds only the error."""
+    return b"data: " + orjson.dumps(gemini.encode_error(error)) + b"\r\n\r\n"
 
 
 class JsonArrayRelay:
     """Upstream `alt=sse` events -> the JSON-array form of streamGenerateContent, element by element
-    as they arrive: `[` first, `,` between, `]` at the end."""
+    as they arrive: `[` first, `,` between, `]` at the end. Usage is read from the last element
+    that carries it."""
 
-    __slots__ = ("_parser", "_opened", "_closed")
+    __slots__ = ("_parser", "_opened", "_closed", "_usage")
 
     def __init__(self) -> None:
         self._parser = SSEParser()
         self._opened = False
         self._closed = False
+        self._usage: Any = None
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(self.feed_element(event.data) for event in self._parser.feed(chunk) if event.data)
-
-    def feed_element(self, data: bytes) -> bytes:
-        separator = b"\n,\r\n" if self._opened else b"["
-        self._opened = True
-        return separator + data
+        return b"".join(self._element(event.data) for event in self._parser.feed(chunk) if event.data)
 
     def flush(self) -> bytes:
-        out = b"".join(self.feed_element(event.data) for event in self._parser.flush() if event.data)
+        out = b"".join(self._element(event.data) for event in self._parser.flush() if event.data)
         if self._closed:
             return out
         self._closed = True
         return out + (b"\n]" if self._opened else b"[]")
+
+    def error(self, error: GatewayError) -> bytes:
+        return self._element(orjson.dumps(gemini.encode_error(error))) + self.flush()
+
+    def usage(self) -> Usage | None:
+        return gemini.decode_usage(self._usage)
+
+    def _element(self, data: bytes) -> bytes:
+        if b'"usageMetadata"' in data:
+            try:
+                self._usage = gemini.usage_in(orjson.loads(data)) or self._usage
+            except orjson.JSONDecodeError:
+                pass
+        separator = b"\n,\r\n" if self._opened else b"["
+        self._opened = True
+        return separator + data
 
 
 class GeminiSurface(Surface):
@@ -108,36 +126,47 @@ class GeminiSurface(Surface):
             raise GatewayError(ErrorKind.NOT_FOUND, f"Unknown method: {request.method} {request.path}")
         principal = await self.authenticate(request)
         self.authorize(principal, name)
-        request_tags(request)
         body = await self.json_body(request)
-        await handler(self, request, send, name, method, body)
+        await handler(self, request, send, principal, name, method, body)
 
-    async def _generate(self, request: Request, send: Send, name: str, method: str, body: Any) -> None:
+    async def _generate(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         gemini.validate_request(body)
-        provider = self.gateway.router.endpoint(name, "chat").destination()
+        endpoint = self.gateway.router.endpoint(name, "chat")
+        call = await self.begin(request, principal, endpoint, "gemini")
         stream = method == "streamGenerateContent"
         codec = GeminiChatCodec(name, stream, json_array=stream and request.query.get("alt") != "sse")
-        await serve_chat(request, send, provider, body, codec, stream)
+        await serve_chat(call, request, send, endpoint, body, codec, stream)
 
-    async def _count_tokens(self, request: Request, send: Send, name: str, method: str, body: Any) -> None:
+    async def _count_tokens(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         generate_request = gemini.generate_request_of_count(body)
         gemini.validate_request(generate_request)
-        provider = self.gateway.router.endpoint(name, "chat").destination()
-        if gemini.WIRE in provider.chat_wires:
-            upstream = await provider.forward_count_tokens(gemini.WIRE, body)
-            await send_body(send, 200, await upstream.read())
-            return
-        tokens = await provider.count_tokens(gemini.decode_request(generate_request, name))
-        await send_body(send, 200, orjson.dumps({"totalTokens": tokens}))
+        endpoint = self.gateway.router.endpoint(name, "chat")
+        request_tags(request)
+        canonical = gemini.decode_request(generate_request, name)
 
-    async def _embed(self, request: Request, send: Send, name: str, method: str, body: Any) -> None:
-        provider = self.gateway.router.endpoint(name, "embeddings").destination()
+        async def attempt(provider: Provider) -> bytes:
+            if gemini.WIRE in provider.chat_wires:
+                return await (await provider.forward_count_tokens(gemini.WIRE, body)).read()
+            return orjson.dumps({"totalTokens": await provider.count_tokens(canonical)})
+
+        _, data = await call_with_fallback(endpoint, [], attempt)
+        await send_body(send, 200, data)
+
+    async def _embed(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
+        endpoint = self.gateway.router.endpoint(name, "embeddings")
+        call = await self.begin(request, principal, endpoint, "gemini")
         if method == "embedContent":
-            response = await provider.embed(gemini.decode_embed_content_request(body, name))
-            await send_body(send, 200, orjson.dumps(gemini.encode_embed_content_response(response)))
+            canonical = gemini.decode_embed_content_request(body, name)
+            encode = gemini.encode_embed_content_response
         else:
-            response = await provider.embed(gemini.decode_batch_embed_contents_request(body, name))
-            await send_body(send, 200, orjson.dumps(gemini.encode_batch_embed_contents_response(response)))
+            canonical = gemini.decode_batch_embed_contents_request(body, name)
+            encode = gemini.encode_batch_embed_contents_response
+
+        async def attempt(provider: Provider) -> tuple[bytes, Usage | None]:
+            response = await provider.embed(canonical)
+            return orjson.dumps(encode(response)), response.usage
+
+        await serve_whole(call, send, endpoint, attempt)
 
     _methods = {
         "generateContent": _generate,

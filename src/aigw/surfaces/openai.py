@@ -11,10 +11,12 @@ from typing import Any
 
 import orjson
 
-from aigw.canonical import ChatRequest, ChatResponse
+from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
-from aigw.surfaces.common import Handler, Surface, json_error, request_tags, serve_chat
+from aigw.providers.base import Provider
+from aigw.surfaces.chat_flow import EventRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_embeddings
 
 PREFIXES = ("/mlflow/v1", "/openai/v1", "/cursor/v1", "/codex/v1")
@@ -34,11 +36,15 @@ class OpenAIChatCodec:
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> openai_chat.StreamEncoder:
         return openai_chat.StreamEncoder(request.include_usage)
 
-    def stream_relay(self, body: dict[str, Any]) -> OpenAIStreamRelay:
-        return OpenAIStreamRelay(bool((body.get("stream_options") or {}).get("include_usage")))
+    def stream_relay(self, body: dict[str, Any]) -> EventRelay:
+        # The provider always asks the upstream for usage (the gateway counts tokens); a client that
+        # did not ask does not get the usage-only chunk.
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        drop = None if include_usage else _is_usage_only
+        return EventRelay(b'"usage"', openai_chat.usage_in, openai_chat.decode_usage, openai_chat.encode_error_event, drop)
 
-    def relay_error(self, error: GatewayError) -> bytes:
-        return openai_chat.encode_error_event(error)
+    def usage_of_body(self, data: bytes) -> Usage | None:
+        return usage_of_json(data, openai_chat.usage_in, openai_chat.decode_usage)
 
 
 class OpenAISurface(Surface):
@@ -55,29 +61,32 @@ class OpenAISurface(Surface):
 
     async def chat_completions(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)
-        request_tags(request)
         body = await self.json_body(request)
         openai_chat.validate_request(body)
-        provider = self.gateway.router.endpoint(body["model"], "chat").destination()
-        self.authorize(principal, body["model"])
-        # The stream's usage chunk is filtered per client by the relay; the flag itself is re-set
-        # upstream by the provider, so the gateway always sees usage.
-        await serve_chat(request, send, provider, body, self.codec, body.get("stream") is True)
+        endpoint = self.gateway.router.endpoint(body["model"], "chat")
+        call = await self.begin(request, principal, endpoint, "openai_chat")
+        await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
 
     async def embeddings(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)
-        request_tags(request)
         body = await self.json_body(request)
         openai_embeddings.validate_request(body)
-        provider = self.gateway.router.endpoint(body["model"], "embeddings").destination()
-        self.authorize(principal, body["model"])
-        if provider.embeddings_wire == openai_embeddings.WIRE:
-            upstream = await provider.forward_embeddings(body)
-            await send_body(send, 200, await upstream.read())
-            return
-        canonical = openai_embeddings.decode_request(body)
-        response = await provider.embed(canonical)
-        await send_body(send, 200, orjson.dumps(openai_embeddings.encode_response(response, canonical.encoding_format)))
+        endpoint = self.gateway.router.endpoint(body["model"], "embeddings")
+        call = await self.begin(request, principal, endpoint, "openai_embeddings")
+        destinations = endpoint.every_destination()
+        passed = all(p.embeddings_wire == openai_embeddings.WIRE for p in destinations)
+        canonical = None if passed else openai_embeddings.decode_request(body)
+
+        async def attempt(provider: Provider) -> tuple[bytes, Usage | None]:
+            if provider.embeddings_wire == openai_embeddings.WIRE:
+                data = await (await provider.forward_embeddings(body)).read()
+                return data, usage_of_json(data, openai_chat.usage_in, openai_chat.decode_usage)
+            assert canonical is not None
+            response = await provider.embed(canonical)
+            encoded = openai_embeddings.encode_response(response, canonical.encoding_format)
+            return orjson.dumps(encoded), response.usage
+
+        await serve_whole(call, send, endpoint, attempt)
 
     async def models(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)
@@ -88,39 +97,9 @@ class OpenAISurface(Surface):
         await send_body(send, 200, orjson.dumps({"object": "list", "data": data}))
 
 
-class OpenAIStreamRelay:
-    """Passes complete SSE events through untouched. Work per chunk is a couple of byte searches;
-    events are only looked at one by one in the rare chunk that carries usage. The gateway always
-    asks the upstream for usage; a client that did not ask does not get the usage-only chunk."""
-
-    __slots__ = ("include_usage", "_pending")
-
-    def __init__(self, include_usage: bool) -> None:
-        self.include_usage = include_usage
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        if b"\r" in data:  # CRLF framing: normalise so events split on blank lines
-            data = data.replace(b"\r\n", b"\n")
-        cut = data.rfind(b"\n\n") + 2
-        if cut < 2:
-            self._pending = data
-            return b""
-        ready, self._pending = data[:cut], data[cut:]
-        if b'"usage"' in ready and not self.include_usage:
-            events = ready.split(b"\n\n")
-            ready = b"".join(e + b"\n\n" for e in events if e and not _is_usage_only(e))
-        return ready
-
-    def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
-        return self.feed(rest + b"\n\n") if rest.strip() else b""
-
-
 def _is_usage_only(event: bytes) -> bool:
     return b'"usage"' in event and b'"choices":[]' in event.replace(b" ", b"")
 
 
 def unknown_route(request: Request) -> GatewayError:
-    return GatewayError(ErrorKind.NOT_FOUND, f"Unknown path: {request.method} {request.path}")
+    return GatewayError(ErrorKind.NOT_FOUND, f"Unknown path: {request.method} {request.path}", code="unknown_url")

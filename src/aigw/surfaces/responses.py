@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 
-from aigw.canonical import ChatRequest, ChatResponse
+from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import GatewayError, invalid
 from aigw.http.asgi import SSE_HEADERS, Request, Send
 from aigw.http.sse import sse_frame
-from aigw.surfaces.common import Handler, RawRelay, Surface, json_error, request_tags, serve_chat
+from aigw.surfaces.chat_flow import EventRelay, serve_chat, usage_of_json
+from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_responses
 
 PREFIXES = ("/openai/v1", "/codex/v1")
@@ -38,14 +39,60 @@ class ResponsesCodec:
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> openai_responses.StreamEncoder:
         return openai_responses.StreamEncoder(body)
 
-    def stream_relay(self, body: dict[str, Any]) -> RawRelay:
-        return RawRelay()  # response.completed always carries usage
+    def stream_relay(self, body: dict[str, Any]) -> ResponsesRelay:
+        return ResponsesRelay()
 
-    def relay_error(self, error: GatewayError) -> bytes:
-        """The upstream stream broke off: an `error` event, as OpenAI reports a failure in-band."""
+    def usage_of_body(self, data: bytes) -> Usage | None:
+        return usage_of_json(data, openai_responses.usage_in, openai_responses.decode_usage)
+
+
+class ResponsesRelay(EventRelay):
+    """A passed-through Responses stream. Besides usage it keeps what an in-band failure must
+    continue: the last sequence number and the response begun by `response.created`, so a stream
+    that breaks off ends as OpenAI's would, with `error` and `response.failed` in sequence."""
+
+    __slots__ = ("_sequence", "_response")
+
+    def __init__(self) -> None:
+        super().__init__(b'"usage"', openai_responses.usage_in, openai_responses.decode_usage, self._failure)
+        self._sequence = -1
+        self._response: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        ready = super().feed(chunk)
+        at = ready.rfind(b'"sequence_number":')
+        if at >= 0:
+            digits = ready[at + 18 : at + 40].lstrip().split(b",", 1)[0].split(b"}", 1)[0]
+            if digits.isdigit():
+                self._sequence = int(digits)
+        if self._response is None and b'"response.created"' in ready:
+            self._response = _created_response(ready)
+        return ready
+
+    def _failure(self, error: GatewayError) -> bytes:
         detail = openai_chat.encode_error(error)["error"]
-        event = {"type": "error", "code": detail["code"] or detail["type"], "message": error.message, "param": error.param}
-        return sse_frame(orjson.dumps({**event, "sequence_number": 0}), "error")
+        fields = {"code": detail["code"] or detail["type"], "message": error.message, "param": error.param}
+        out = self._event("error", fields)
+        if self._response is not None:
+            failure = {"code": openai_responses.failure_code(error), "message": error.message}
+            response = {**self._response, "status": "failed", "error": failure}
+            out += self._event("response.failed", {"response": response})
+        return out
+
+    def _event(self, kind: str, fields: dict[str, Any]) -> bytes:
+        self._sequence += 1
+        return sse_frame(orjson.dumps({"type": kind, "sequence_number": self._sequence, **fields}), kind)
+
+
+def _created_response(ready: bytes) -> dict[str, Any] | None:
+    for line in ready.splitlines():
+        if line.startswith(b"data:") and b'"response.created"' in line:
+            try:
+                response = orjson.loads(line[5:]).get("response")
+            except (orjson.JSONDecodeError, AttributeError):
+                return None
+            return response if isinstance(response, dict) else None
+    return None
 
 
 class ResponsesSurface(Surface):
@@ -60,9 +107,8 @@ class ResponsesSurface(Surface):
 
     async def create(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)
-        request_tags(request)
         body = await self.json_body(request)
         openai_responses.validate_request(body)
-        provider = self.gateway.router.endpoint(body["model"], "chat").destination()
-        self.authorize(principal, body["model"])
-        await serve_chat(request, send, provider, body, self.codec, body.get("stream") is True)
+        endpoint = self.gateway.router.endpoint(body["model"], "chat")
+        call = await self.begin(request, principal, endpoint, "openai_responses")
+        await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)

@@ -554,6 +554,16 @@ def _encode_tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dic
 # --- responses -----------------------------------------------------------------------------------
 
 
+
+def usage_in(data: Any) -> Any:
+    """The raw usage object in a response body or a stream event: message_start carries it in its
+    message (input tokens), message_delta at the top (the final output tokens)."""
+    if not isinstance(data, dict):
+        return None
+    message = data.get("message")
+    return data.get("usage") or (message.get("usage") if isinstance(message, dict) else None)
+
+
 def decode_usage(usage: Any) -> Usage | None:
     """Anthropic usage -> canonical. Anthropic's input_tokens leaves out cache reads and writes;
     canonical input_tokens is the whole input."""

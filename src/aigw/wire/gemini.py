@@ -704,6 +704,12 @@ def _thinking(effort: str, model: str, version: float | None) -> dict[str, Any]:
 # --- responses -------------------------------------------------------------------------------------
 
 
+
+def usage_in(data: Any) -> Any:
+    """The raw usage object in a response body or a stream chunk (every chunk may carry one)."""
+    return data.get("usageMetadata") if isinstance(data, dict) else None
+
+
 def decode_usage(meta: Any) -> Usage | None:
     """Gemini counts thoughts apart from candidates; canonical output includes them."""
     if not isinstance(meta, dict):

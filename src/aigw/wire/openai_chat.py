@@ -392,6 +392,12 @@ def _encode_response_format(value: ResponseFormat) -> dict[str, Any]:
 # --- responses -------------------------------------------------------------------------------------
 
 
+
+def usage_in(data: Any) -> Any:
+    """The raw usage object in a response body or a stream chunk (pass-through accounting)."""
+    return data.get("usage") if isinstance(data, dict) else None
+
+
 def decode_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None

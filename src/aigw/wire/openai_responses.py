@@ -135,6 +135,11 @@ PARAM_NAMES = {
 INCOMPLETE_REASONS: dict[str, str] = {"length": "max_output_tokens", "content_filter": "content_filter"}
 # `response.failed` error codes (a closed set in OpenAI's schema) by error kind; others: server_error.
 FAILED_CODES = {ErrorKind.RATE_LIMIT: "rate_limit_exceeded", ErrorKind.INVALID_REQUEST: "invalid_prompt"}
+
+
+def failure_code(error: GatewayError) -> str:
+    """The `error.code` of a failed Response: one of the few codes the SDK's type accepts."""
+    return FAILED_CODES.get(error.kind, "server_error")
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
@@ -742,6 +747,15 @@ def encode_usage(usage: Usage) -> dict[str, Any]:
     }
 
 
+
+def usage_in(data: Any) -> Any:
+    """The raw usage object in a Response body or a terminal stream event (in its response)."""
+    if not isinstance(data, dict):
+        return None
+    response = data.get("response")
+    return data.get("usage") or (response.get("usage") if isinstance(response, dict) else None)
+
+
 def decode_usage(usage: Any) -> Usage | None:
     """A Responses `usage` object -> canonical (input tokens include cached ones in both)."""
     if not isinstance(usage, dict):
@@ -851,7 +865,7 @@ class StreamEncoder:
         body = encode_error(error)["error"]
         fields = {"code": body["code"] or body["type"], "message": error.message, "param": error.param}
         out += self._event("error", fields)
-        failure = {"code": FAILED_CODES.get(error.kind, "server_error"), "message": error.message}
+        failure = {"code": failure_code(error), "message": error.message}
         out += self._event("response.failed", {"response": self._response("failed", error=failure)})
         return out + self._done()
 

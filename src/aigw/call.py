@@ -1,0 +1,114 @@
+"""One request as the gateway accounts for it: filled in as the request goes (who, which endpoint,
+which destinations were tried, what the upstream reported), and turned into a usage record, a payload
+record where the endpoint keeps payloads, and a rate-limit settlement when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from aigw.canonical import Usage
+from aigw.config import PayloadLoggingConfig
+from aigw.policies.auth import Principal
+from aigw.recording.records import Attempt, PayloadRecord, UsageRecord, capture_body
+
+
+class Payload:
+    """The bodies of a request whose payload is logged (chosen by the endpoint's sampling)."""
+
+    __slots__ = ("config", "request", "response")
+
+    def __init__(self, config: PayloadLoggingConfig, request: bytes) -> None:
+        self.config = config
+        self.request = request
+        self.response: bytes | None = None
+
+
+class Call:
+    __slots__ = (
+        "request_id", "event_time", "started", "surface", "user_agent", "principal", "endpoint", "tags", "streamed",
+        "destination", "model", "attempts", "usage", "upstream_started", "upstream_ended", "admission", "payload",
+    )  # fmt: skip
+
+    def __init__(self, surface: str, principal: Principal, endpoint: str, headers: dict[str, str], tags: dict[str, str]) -> None:
+        self.request_id = "req_" + os.urandom(12).hex()
+        self.event_time = datetime.now(timezone.utc)
+        self.started = time.perf_counter()
+        self.surface = surface
+        self.user_agent = headers.get("user-agent")
+        self.principal = principal
+        self.endpoint = endpoint
+        self.tags = tags
+        self.streamed = False
+        self.destination: str | None = None
+        self.model: str | None = None
+        self.attempts: list[Attempt] = []
+        self.usage: Usage | None = None
+        self.upstream_started: float | None = None
+        self.upstream_ended: float | None = None
+        self.admission: Any = None  # the rate limiter's, settled with the real token count
+        self.payload: Payload | None = None
+
+    def log_payload(self, config: PayloadLoggingConfig, body: bytes) -> None:
+        """Keep the bodies of this call if the endpoint logs payloads and the sample picks it."""
+        if config.enabled and (config.sample >= 1 or random.random() < config.sample):
+            self.payload = Payload(config, body)
+
+    def upstream_start(self) -> None:
+        if self.upstream_started is None:
+            self.upstream_started = time.perf_counter()
+
+    def upstream_end(self) -> None:
+        self.upstream_ended = time.perf_counter()
+
+    def usage_record(self, status: int, error: str | None) -> UsageRecord:
+        now = time.perf_counter()
+        upstream_ms = None
+        if self.upstream_started is not None:
+            upstream_ms = ((self.upstream_ended or now) - self.upstream_started) * 1000
+        usage = self.usage
+        return UsageRecord(
+            event_time=self.event_time,
+            request_id=self.request_id,
+            principal_id=self.principal.id,
+            principal_name=self.principal.name,
+            user_agent=self.user_agent,
+            surface=self.surface,
+            endpoint=self.endpoint,
+            destination=self.destination or (self.attempts[-1].destination if self.attempts else None),
+            model=self.model,
+            status=status,
+            error=error,
+            latency_ms=(now - self.started) * 1000,
+            upstream_latency_ms=upstream_ms,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            streamed=self.streamed,
+            tags=self.tags,
+            attempts=self.attempts,
+        )
+
+    def payload_record(self, record: UsageRecord) -> PayloadRecord | None:
+        payload = self.payload
+        if payload is None:
+            return None
+        limit = payload.config.max_bytes
+        request_text, request_over = capture_body(payload.request, limit)
+        response_text, response_over = capture_body(payload.response, limit)
+        return PayloadRecord(
+            event_time=record.event_time,
+            request_id=record.request_id,
+            endpoint=record.endpoint,
+            principal_name=record.principal_name,
+            status=record.status,
+            latency_ms=record.latency_ms,
+            request_body=request_text,
+            response_body=response_text,
+            request_marker="MAX_REQUEST_SIZE_EXCEEDED" if request_over else None,
+            response_marker="MAX_RESPONSE_SIZE_EXCEEDED" if response_over else None,
+        )

@@ -1,0 +1,398 @@
+"""The one chat flow every surface shares: try the endpoint's destinations in order (see routing);
+with each, pass the client's body through when the destination speaks the surface's wire format, or
+translate through the canonical model; answer whole or streamed; and account for it (usage, the
+upstream's time, the payload) on the request's `Call`.
+
+A surface supplies a `ChatCodec` for its wire format, so a rule about chat is written once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from aigw.call import Call
+from aigw.canonical import ChatRequest, ChatResponse, StreamEvent, Usage, UsageEvent
+from aigw.errors import ErrorKind, GatewayError
+from aigw.http.asgi import EventStream, Request, Send, run_cancellable, send_body
+from aigw.http.sse import SSEParser
+from aigw.http.upstream import UpstreamResponse
+from aigw.providers.base import Provider
+from aigw.routing import Endpoint, call_with_fallback
+from aigw.stitching import ResponseBuilder
+
+
+class StreamEncoder(Protocol):
+    def encode(self, event: StreamEvent) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def error(self, error: GatewayError) -> bytes:
+        """An error after the stream has started, framed in-band for this wire format."""
+        ...
+
+
+class StreamRelay(Protocol):
+    """Pass-through stream: bytes in, the same bytes out (cut at event boundaries, at most), the
+    upstream's usage read on the way."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+    def error(self, error: GatewayError) -> bytes:
+        """The upstream stream broke off: an error framed in-band for this wire format."""
+        ...
+
+    def usage(self) -> Usage | None: ...
+
+
+class ChatCodec(Protocol):
+    """One surface's wire format, as `serve_chat` needs it."""
+
+    wire: str
+    stream_headers: list[tuple[bytes, bytes]]
+    # Canonical request field -> the field this wire's clients set it with (`n` ->
+    # `generationConfig.candidateCount`): a provider's 400 about a canonical field names the client's.
+    param_names: Mapping[str, str]
+
+    def decode_request(self, body: Any) -> ChatRequest: ...
+
+    def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes: ...
+
+    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> StreamEncoder: ...
+
+    def stream_relay(self, body: dict[str, Any]) -> StreamRelay: ...
+
+    def usage_of_body(self, data: bytes) -> Usage | None:
+        """The usage an upstream reported in a whole (non-streamed) response of this wire format."""
+        ...
+
+
+class _Passed:
+    """A pass-through answer whose status and headers are in (the body follows)."""
+
+    __slots__ = ("upstream", "body")
+
+    def __init__(self, upstream: UpstreamResponse, body: bytes | None) -> None:
+        self.upstream = upstream
+        self.body = body
+
+
+class _Opened:
+    """A translated stream whose first event is in."""
+
+    __slots__ = ("first", "events")
+
+    def __init__(self, first: StreamEvent, events: AsyncIterator[StreamEvent]) -> None:
+        self.first = first
+        self.events = events
+
+
+async def serve_chat(
+    call: Call,
+    request: Request,
+    send: Send,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    codec: ChatCodec,
+    stream: bool,
+    vendor_headers: dict[str, str] | None = None,
+) -> None:
+    """Answer one chat request through `endpoint`, in `codec`'s wire format."""
+    call.streamed = stream
+    canonical = None if _all_pass_through(endpoint, codec.wire) else codec.decode_request(body)
+
+    async def attempt(provider: Provider) -> _Passed | _Opened | ChatResponse:
+        call.upstream_start()
+        if codec.wire in provider.chat_wires:
+            upstream = await provider.forward(codec.wire, body, stream, vendor_headers)
+            # A whole body is read inside the attempt, so a connection dropped midway falls back too.
+            return _Passed(upstream, None if stream else await upstream.read())
+        assert canonical is not None
+        try:
+            if stream:
+                return await _open_stream(provider, canonical)
+            return await provider.chat(canonical)
+        except GatewayError as error:
+            raise in_client_terms(error, codec.param_names) from None
+
+    provider, answer = await call_with_fallback(endpoint, call.attempts, attempt)
+    call.destination, call.model = provider.label, provider.destination.model
+    if isinstance(answer, _Passed):
+        if answer.body is not None:
+            call.upstream_end()
+            call.usage = codec.usage_of_body(answer.body)
+            _keep_response(call, answer.body)
+            await send_body(send, 200, answer.body)
+        else:
+            work = _relay(call, provider, answer.upstream, codec.stream_relay(body), EventStream(send), codec, body)
+            await run_cancellable(request.receive, work)
+    elif isinstance(answer, _Opened):
+        assert canonical is not None
+        encoder = codec.stream_encoder(canonical, body)
+        work = _encode(call, answer.first, answer.events, encoder, EventStream(send), codec, body)
+        await run_cancellable(request.receive, work)
+    else:
+        call.upstream_end()
+        call.usage = answer.usage
+        data = codec.encode_response(answer, body)
+        _keep_response(call, data)
+        await send_body(send, 200, data)
+
+
+async def serve_whole(
+    call: Call, send: Send, endpoint: Endpoint, attempt: Callable[[Provider], Awaitable[tuple[bytes, Usage | None]]]
+) -> None:
+    """Answer a request whose answer is one body (embeddings): `attempt` gets it from a destination
+    with the upstream's usage, through the endpoint's fallbacks."""
+
+    async def timed(provider: Provider) -> tuple[bytes, Usage | None]:
+        call.upstream_start()
+        return await attempt(provider)
+
+    provider, (data, usage) = await call_with_fallback(endpoint, call.attempts, timed)
+    call.upstream_end()
+    call.destination, call.model, call.usage = provider.label, provider.destination.model, usage
+    _keep_response(call, data)
+    await send_body(send, 200, data)
+
+
+def usage_of_json(data: bytes, usage_in: Callable[[Any], Any], decode_usage: Callable[[Any], Usage | None]) -> Usage | None:
+    """The usage an upstream reported in a whole JSON answer (passed through), if it is readable."""
+    try:
+        return decode_usage(usage_in(orjson.loads(data)))
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+
+
+def _all_pass_through(endpoint: Endpoint, wire: str) -> bool:
+    return all(wire in p.chat_wires for p in endpoint.every_destination())
+
+
+async def _open_stream(provider: Provider, canonical: ChatRequest) -> _Opened:
+    events = provider.stream_chat(canonical).__aiter__()
+    try:
+        first = await events.__anext__()  # the upstream call: errors here are still plain responses
+    except StopAsyncIteration:
+        raise GatewayError(
+            ErrorKind.UPSTREAM_ERROR, f"Destination '{provider.label}' sent an empty stream.", retryable=True
+        ) from None
+    return _Opened(first, events)
+
+
+def _keep_response(call: Call, data: bytes) -> None:
+    if call.payload is not None:
+        call.payload.response = data
+
+
+async def _relay(
+    call: Call,
+    provider: Provider,
+    upstream: UpstreamResponse,
+    relay: StreamRelay,
+    out: EventStream,
+    codec: ChatCodec,
+    body: dict[str, Any],
+) -> None:
+    stitch = _Stitcher(provider) if call.payload is not None else None
+    await out.start(codec.stream_headers)
+    try:
+        async for chunk in upstream.iter_chunks():
+            if stitch is not None:
+                stitch.feed(chunk)
+            await out.write(relay.feed(chunk))
+        await out.write(relay.flush())
+    except GatewayError as error:
+        await out.write(relay.error(error))
+    finally:
+        upstream.close()
+        call.upstream_end()
+        call.usage = relay.usage()
+        if stitch is not None and call.payload is not None:
+            call.payload.response = codec.encode_response(stitch.response(), body)
+    await out.close()
+
+
+async def _encode(
+    call: Call,
+    first: StreamEvent,
+    events: AsyncIterator[StreamEvent],
+    encoder: StreamEncoder,
+    out: EventStream,
+    codec: ChatCodec,
+    body: dict[str, Any],
+) -> None:
+    builder = ResponseBuilder() if call.payload is not None else None
+    await out.start(codec.stream_headers)
+    try:
+        event = first
+        while True:
+            if isinstance(event, UsageEvent):
+                call.usage = event.usage
+            if builder is not None:
+                builder.feed(event)
+            await out.write(encoder.encode(event))
+            event = await events.__anext__()
+    except StopAsyncIteration:
+        await out.write(encoder.finish())
+    except GatewayError as error:
+        await out.write(encoder.error(error))  # the headers are gone: report in-band
+    finally:
+        call.upstream_end()
+        if builder is not None and call.payload is not None:
+            call.payload.response = codec.encode_response(builder.response(), body)
+    await out.close()
+
+
+class _Stitcher:
+    """A passed-through stream decoded on the side into the response it adds up to (payload logs)."""
+
+    def __init__(self, provider: Provider) -> None:
+        self._parser = SSEParser()
+        self._decoder = provider.stream_decoder()  # type: ignore[attr-defined]
+        self._builder = ResponseBuilder()
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            for sse in self._parser.feed(chunk):
+                for event in self._decoder.feed(sse):
+                    self._builder.feed(event)
+        except Exception:  # a log must never break the answer; what was stitched so far is kept
+            pass
+
+    def response(self) -> ChatResponse:
+        try:
+            for event in self._decoder.finish():
+                self._builder.feed(event)
+        except Exception:
+            pass
+        return self._builder.response()
+
+
+class EventRelay:
+    """Passes complete SSE events through untouched and reads the upstream's usage from the events
+    that carry it. Per chunk the work is a couple of byte searches: events are parsed only in the
+    rare chunk holding `marker`. A partial event at the end of a chunk waits for its rest (an
+    upstream that splits events across reads delays them by one read, never more).
+
+    `raw_usage` finds the wire's usage object in one event; objects are merged (later fields win:
+    Anthropic sends input tokens first and output tokens last) and `decode_usage` reads the result.
+    `drop` removes matching marker events from what the client gets; `error` frames a failure."""
+
+    __slots__ = ("_marker", "_raw_usage", "_decode_usage", "_drop", "_error", "_pending", "_usage")
+
+    def __init__(
+        self,
+        marker: bytes,
+        raw_usage: Callable[[Any], Any],
+        decode_usage: Callable[[Any], Usage | None],
+        error: Callable[[GatewayError], bytes],
+        drop: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        self._marker = marker
+        self._raw_usage = raw_usage
+        self._decode_usage = decode_usage
+        self._error = error
+        self._drop = drop
+        self._pending = b""
+        self._usage: dict[str, Any] = {}
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk if self._pending else chunk
+        cut = _last_event_end(data)
+        if cut == 0:
+            self._pending = data
+            return b""
+        ready, self._pending = data[:cut], data[cut:]
+        if self._marker in ready:
+            ready = self._read_usage(ready)
+        return ready
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if rest.strip() and self._marker in rest:
+            return self._read_usage(rest)
+        return rest
+
+    def error(self, error: GatewayError) -> bytes:
+        return self._error(error)
+
+    def usage(self) -> Usage | None:
+        return self._decode_usage(self._usage) if self._usage else None
+
+    def _read_usage(self, ready: bytes) -> bytes:
+        kept: list[bytes] = []
+        dropped = False
+        for event in _split_events(ready):
+            if self._marker in event:
+                self._merge(event)
+                if self._drop is not None and self._drop(event):
+                    dropped = True
+                    continue
+            kept.append(event)
+        return b"".join(kept) if dropped else ready
+
+    def _merge(self, event: bytes) -> None:
+        for line in event.splitlines():
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                raw = self._raw_usage(orjson.loads(line[5:]))
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(raw, dict):
+                self._usage.update((k, v) for k, v in raw.items() if v is not None)
+
+
+def _last_event_end(data: bytes) -> int:
+    """Where the last complete SSE event in `data` ends (0: none does). Events end with a blank
+    line, LF or CRLF framed (Google frames with CRLF)."""
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _split_events(data: bytes) -> list[bytes]:
+    """Complete SSE events, each with its own terminator, so joining them gives `data` back."""
+    events: list[bytes] = []
+    start = 0
+    while start < len(data):
+        lf, crlf = data.find(b"\n\n", start), data.find(b"\r\n\r\n", start)
+        ends = [e + 2 for e in (lf,) if e >= 0] + [e + 4 for e in (crlf,) if e >= 0]
+        end = min(ends) if ends else len(data)
+        events.append(data[start:end])
+        start = end
+    return events
+
+
+def in_client_terms(error: GatewayError, names: Mapping[str, str]) -> GatewayError:
+    """A 400 naming a canonical request field (a provider's encoder refused what its upstream cannot
+    do) renamed to the field the client set, in `param` and where the message quotes it. A path
+    inside a field without a name of its own (`messages[3].tool_call_id`) takes the field's name:
+    canonical indexes need not count as the client's do. Errors naming no field (the upstream's
+    own) are the client's already."""
+    if error.kind is not ErrorKind.INVALID_REQUEST or not error.param:
+        return error
+    quoted: list[str] = []  # the param and the fields it lies in, up to the one `names` knows
+    for field in _fields(error.param):
+        quoted.append(field)
+        if field in names:
+            break
+    else:
+        return error
+    name, message = names[quoted[-1]], error.message
+    for field in quoted:
+        message = message.replace(f"'{field}'", f"'{name}'")
+    return GatewayError(
+        error.kind, message, status=error.status, param=name, code=error.code, headers=error.headers,
+        retryable=error.retryable, upstream_status=error.upstream_status,
+    )  # fmt: skip
+
+
+def _fields(path: str) -> Iterator[str]:
+    """`messages[3].content` -> itself, `messages[3]`, `messages`."""
+    while path:
+        yield path
+        path = path[: max(path.rfind("."), path.rfind("["), 0)]
