@@ -12,6 +12,8 @@ if [ ! -w "$HARNESS" ]; then  # the shared folder may be read-only: run from a c
 fi
 export AIGW_DATA_DIR="$(mktemp -d)"
 trap 'rm -rf "$AIGW_DATA_DIR"' EXIT
-TOKEN="$("$AIGW_ROOT/.venv/bin/aigw" tokens create --name bench)"
+AIGW="$AIGW_ROOT/.venv/bin/aigw"
+TOKEN="$("$AIGW" tokens create --name bench)"
+for endpoint in mock-json mock-stream; do "$AIGW" grants add "$endpoint" --user bench 2>/dev/null; done
 sed "s/{aigw_token}/$TOKEN/" "$AIGW_ROOT/bench/targets.toml" > "$AIGW_DATA_DIR/targets.toml"
 cd "$HARNESS" && exec python3 run.py --targets-file "$AIGW_DATA_DIR/targets.toml" "$@"

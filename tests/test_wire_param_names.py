@@ -9,7 +9,7 @@ import pytest
 
 from aigw.canonical import ChatRequest
 from aigw.errors import ErrorKind, GatewayError, invalid
-from aigw.surfaces.common import in_client_terms
+from aigw.surfaces.chat_flow import in_client_terms
 from aigw.wire import anthropic, gemini, openai_chat, openai_responses
 
 TABLES = {
