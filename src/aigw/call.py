@@ -5,8 +5,10 @@ record where the endpoint keeps payloads, and a rate-limit settlement when it en
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+from collections.abc import Iterator
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +17,17 @@ from aigw.canonical import Usage
 from aigw.config import PayloadLoggingConfig
 from aigw.policies.auth import Principal
 from aigw.recording.records import Attempt, PayloadRecord, UsageRecord, capture_body
+
+
+def _request_ids() -> Iterator[str]:
+    """Unique request ids, cheaply: a random prefix per process (so instances sharing a database
+    never collide) and a counter, instead of a random draw per request."""
+    prefix = "req_" + os.urandom(8).hex()
+    for n in itertools.count():
+        yield f"{prefix}{n:08x}"
+
+
+_REQUEST_IDS = _request_ids()
 
 
 class Payload:
@@ -35,7 +48,7 @@ class Call:
     )  # fmt: skip
 
     def __init__(self, surface: str, principal: Principal, endpoint: str, headers: dict[str, str], tags: dict[str, str]) -> None:
-        self.request_id = "req_" + os.urandom(12).hex()
+        self.request_id = next(_REQUEST_IDS)
         self.event_time = datetime.now(timezone.utc)
         self.started = time.perf_counter()
         self.surface = surface

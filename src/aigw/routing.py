@@ -38,7 +38,9 @@ MAX_RETRY_WAIT = 30.0  # seconds: a longer Retry-After sends the request to the 
 
 
 class Endpoint:
-    __slots__ = ("name", "tasks", "config", "destinations", "weights", "fallbacks", "_failures", "_cooling_until")
+    __slots__ = (
+        "name", "tasks", "config", "destinations", "weights", "fallbacks", "_failures", "_cooling_until", "_all_take",
+    )  # fmt: skip
 
     def __init__(self, config: EndpointConfig, client: UpstreamClient) -> None:
         self.name = config.name
@@ -49,9 +51,18 @@ class Endpoint:
         self.fallbacks: list[Provider] = [PROVIDERS[d.provider](d, client) for d in config.fallbacks]
         self._failures: dict[str, int] = {}  # destination label -> failures in a row
         self._cooling_until: dict[str, float] = {}  # destination label -> monotonic time
+        self._all_take: dict[str, bool] = {}  # chat wire -> every destination takes it as it is
 
     def every_destination(self) -> list[Provider]:
         return [*self.destinations, *self.fallbacks]
+
+    def all_take(self, wire: str) -> bool:
+        """Whether every destination takes chat bodies of `wire` as they are (then no request of
+        that wire needs decoding)."""
+        known = self._all_take.get(wire)
+        if known is None:
+            known = self._all_take[wire] = all(wire in p.chat_wires for p in self.every_destination())
+        return known
 
     def attempt_order(self) -> list[Provider]:
         """The destinations to try, in order: one chosen by weight, the other destinations heaviest

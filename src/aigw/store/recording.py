@@ -8,7 +8,7 @@ the admin API through `asyncio.to_thread`. Every query runs unchanged on SQLite 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import msgspec
@@ -23,7 +23,6 @@ from sqlalchemy import (
     literal,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -79,14 +78,12 @@ class RecordingStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-        # Idempotent inserts: a replayed batch (spill files, a timed-out INSERT that did commit) is a no-op.
-        self._insert_usage = (
-            dialect.insert(usage_records).on_conflict_do_nothing(index_elements=["request_id"])
-        )
-        self._insert_payloads = (
-            dialect.insert(payload_records).on_conflict_do_nothing(index_elements=["request_id"])
-        )
+        self._sqlite = engine.dialect.name == "sqlite"
+        # Idempotent inserts: a replayed batch (spill files, a timed-out INSERT that did commit) is a
+        # no-op. Written as driver SQL with plain tuples: at thousands of records a second,
+        # SQLAlchemy's per-row parameter processing cost more CPU than the rest of a request.
+        self._insert_usage = _insert_sql(usage_records.name, USAGE_COLUMNS, self._sqlite)
+        self._insert_payloads = _insert_sql(payload_records.name, PAYLOAD_COLUMNS, self._sqlite)
 
     @property
     def engine(self) -> Engine:
@@ -97,15 +94,23 @@ class RecordingStore:
     def write(self, usage: Sequence[UsageRecord], payloads: Sequence[PayloadRecord]) -> None:
         """Insert a batch in one transaction: one executemany per table. Records already stored
         (same request_id) are skipped."""
-        usage_rows = [usage_row(r) for r in usage]
-        payload_rows = [payload_row(r) for r in payloads]
+        usage_rows = [self._values(usage_row(r), USAGE_COLUMNS) for r in usage]
+        payload_rows = [self._values(payload_row(r), PAYLOAD_COLUMNS) for r in payloads]
         with self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 if usage_rows:
-                    conn.execute(self._insert_usage, usage_rows)
+                    conn.exec_driver_sql(self._insert_usage, usage_rows)
                 if payload_rows:
-                    conn.execute(self._insert_payloads, payload_rows)
+                    conn.exec_driver_sql(self._insert_payloads, payload_rows)
+
+    def _values(self, row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
+        values = tuple(row[c] for c in columns)
+        if not self._sqlite:
+            return values
+        # What UTCDateTime stores on SQLite: naive UTC text, comparable as a string.
+        when = row["event_time"].astimezone(timezone.utc).replace(tzinfo=None)
+        return (values[0], when.isoformat(" ", "microseconds"), *values[2:])
 
     @staticmethod
     def is_transient(exc: BaseException) -> bool:
@@ -249,6 +254,16 @@ class RecordingStore:
 
 
 # -- rows ---------------------------------------------------------------------------------------------
+
+# Column order of the driver-level inserts; request_id then event_time first in both.
+USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
+PAYLOAD_COLUMNS = tuple(c.name for c in payload_records.columns)
+assert USAGE_COLUMNS[:2] == PAYLOAD_COLUMNS[:2] == ("request_id", "event_time")
+
+
+def _insert_sql(table: str, columns: tuple[str, ...], sqlite: bool) -> str:
+    marks = ", ".join(["?" if sqlite else "%s"] * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT (request_id) DO NOTHING"
 
 
 def _text(value: str | None) -> str | None:

@@ -103,7 +103,7 @@ async def serve_chat(
 ) -> None:
     """Answer one chat request through `endpoint`, in `codec`'s wire format."""
     call.streamed = stream
-    canonical = None if _all_pass_through(endpoint, codec.wire) else codec.decode_request(body)
+    canonical = None if endpoint.all_take(codec.wire) else codec.decode_request(body)
 
     async def attempt(provider: Provider) -> _Passed | _Opened | ChatResponse:
         call.upstream_start()
@@ -166,10 +166,6 @@ def usage_of_json(data: bytes, usage_in: Callable[[Any], Any], decode_usage: Cal
         return decode_usage(usage_in(orjson.loads(data)))
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None
-
-
-def _all_pass_through(endpoint: Endpoint, wire: str) -> bool:
-    return all(wire in p.chat_wires for p in endpoint.every_destination())
 
 
 async def _open_stream(provider: Provider, canonical: ChatRequest) -> _Opened:
