@@ -37,6 +37,19 @@ class GatewayProcess:
     def log(self) -> str:
         return (self.data_dir / "gateway.log").read_text()
 
+    def usage_records(self) -> list[dict]:
+        """Every usage record in this gateway's database (its SQLite file, or AIGW_DATABASE_URL),
+        oldest first, `tags` and `attempts` decoded: what an operator reads with SQL."""
+        from aigw.store import resolve_database_url
+        from aigw.store.engine import create_store_engine
+        from aigw.store.recording import RecordingStore
+
+        engine = create_store_engine(resolve_database_url(self.env.get("AIGW_DATABASE_URL"), self.data_dir))
+        try:
+            return [row for batch in RecordingStore(engine).iter_usage() for row in batch]
+        finally:
+            engine.dispose()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

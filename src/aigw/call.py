@@ -47,15 +47,17 @@ class Call:
         "destination", "model", "attempts", "usage", "upstream_started", "upstream_ended", "admission", "payload",
     )  # fmt: skip
 
-    def __init__(self, surface: str, principal: Principal, endpoint: str, headers: dict[str, str], tags: dict[str, str]) -> None:
+    def __init__(self, surface: str, headers: dict[str, str]) -> None:
+        """Opened as the request arrives, so a request refused early (no token, an unknown endpoint,
+        a rate limit) is recorded too; who and which endpoint are filled in once known."""
         self.request_id = next(_REQUEST_IDS)
         self.event_time = datetime.now(timezone.utc)
         self.started = time.perf_counter()
         self.surface = surface
         self.user_agent = headers.get("user-agent")
-        self.principal = principal
-        self.endpoint = endpoint
-        self.tags = tags
+        self.principal: Principal | None = None
+        self.endpoint = ""
+        self.tags: dict[str, str] = {}
         self.streamed = False
         self.destination: str | None = None
         self.model: str | None = None
@@ -83,12 +85,12 @@ class Call:
         upstream_ms = None
         if self.upstream_started is not None:
             upstream_ms = ((self.upstream_ended or now) - self.upstream_started) * 1000
-        usage = self.usage
+        usage, principal = self.usage, self.principal
         return UsageRecord(
             event_time=self.event_time,
             request_id=self.request_id,
-            principal_id=self.principal.id,
-            principal_name=self.principal.name,
+            principal_id=principal.id if principal else None,
+            principal_name=principal.name if principal else None,
             user_agent=self.user_agent,
             surface=self.surface,
             endpoint=self.endpoint,

@@ -18,7 +18,7 @@ from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
 from aigw.providers.base import Provider
 from aigw.routing import call_with_fallback
-from aigw.surfaces.chat_flow import EventRelay, serve_chat, usage_of_json
+from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, serve_chat, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error, request_tags
 from aigw.wire import anthropic
 
@@ -46,6 +46,9 @@ class AnthropicChatCodec:
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, anthropic.usage_in, anthropic.decode_usage)
 
+    def stitcher(self, body: dict[str, Any]) -> DecodingStitcher:
+        return DecodingStitcher(anthropic.StreamDecoder(), lambda response: self.encode_response(response, body))
+
 
 def vendor_headers(request: Request) -> dict[str, str]:
     """The client's Anthropic headers worth forwarding to an Anthropic destination (`anthropic-beta`,
@@ -67,11 +70,11 @@ class AnthropicSurface(Surface):
         return json_error(anthropic.error_status(error), anthropic.encode_error(error), error)
 
     async def messages(self, request: Request, send: Send) -> None:
-        principal = await self.authenticate(request)
+        self.open_call(request, "anthropic")
+        await self.authenticate(request)
         body = await self.json_body(request)
         anthropic.validate_request(body)
-        endpoint = self.gateway.router.endpoint(body["model"], "chat")
-        call = await self.begin(request, principal, endpoint, "anthropic")
+        endpoint, call = await self.begin(request, body["model"], "chat")
         stream = body.get("stream") is True
         await serve_chat(call, request, send, endpoint, body, self.codec, stream, vendor_headers(request))
 

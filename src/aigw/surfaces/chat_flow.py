@@ -70,6 +70,17 @@ class ChatCodec(Protocol):
         """The usage an upstream reported in a whole (non-streamed) response of this wire format."""
         ...
 
+    def stitcher(self, body: dict[str, Any]) -> Stitcher:
+        """What turns a passed-through stream of this wire format back into one whole response
+        (for payload logs)."""
+        ...
+
+
+class Stitcher(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+
+    def result(self) -> bytes: ...
+
 
 class _Passed:
     """A pass-through answer whose status and headers are in (the body follows)."""
@@ -193,7 +204,7 @@ async def _relay(
     codec: ChatCodec,
     body: dict[str, Any],
 ) -> None:
-    stitch = _Stitcher(provider) if call.payload is not None else None
+    stitch = codec.stitcher(body) if call.payload is not None else None
     await out.start(codec.stream_headers)
     try:
         async for chunk in upstream.iter_chunks():
@@ -208,7 +219,7 @@ async def _relay(
         call.upstream_end()
         call.usage = relay.usage()
         if stitch is not None and call.payload is not None:
-            call.payload.response = codec.encode_response(stitch.response(), body)
+            call.payload.response = stitch.result()
     await out.close()
 
 
@@ -243,12 +254,15 @@ async def _encode(
     await out.close()
 
 
-class _Stitcher:
-    """A passed-through stream decoded on the side into the response it adds up to (payload logs)."""
+class DecodingStitcher:
+    """A passed-through stream decoded on the side, by its wire's stream decoder, into the response
+    it adds up to, rendered in the same wire (payload logs). A log never breaks the answer: what
+    could not be decoded is left out."""
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, decoder: Any, encode: Callable[[ChatResponse], bytes]) -> None:
         self._parser = SSEParser()
-        self._decoder = provider.stream_decoder()  # type: ignore[attr-defined]
+        self._decoder = decoder
+        self._encode = encode
         self._builder = ResponseBuilder()
 
     def feed(self, chunk: bytes) -> None:
@@ -256,16 +270,16 @@ class _Stitcher:
             for sse in self._parser.feed(chunk):
                 for event in self._decoder.feed(sse):
                     self._builder.feed(event)
-        except Exception:  # a log must never break the answer; what was stitched so far is kept
+        except Exception:
             pass
 
-    def response(self) -> ChatResponse:
+    def result(self) -> bytes:
         try:
             for event in self._decoder.finish():
                 self._builder.feed(event)
         except Exception:
             pass
-        return self._builder.response()
+        return self._encode(self._builder.response())
 
 
 class EventRelay:

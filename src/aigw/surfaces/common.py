@@ -64,8 +64,16 @@ class Surface:
     def error_response(self, error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         raise NotImplementedError
 
+    def open_call(self, request: Request, surface: str) -> Call:
+        """Start accounting for a request to an endpoint: from here on it is recorded, whatever happens."""
+        call = request.call = Call(surface, request.headers)
+        return call
+
     async def authenticate(self, request: Request) -> Principal:
-        return await self.gateway.auth.authenticate(request.headers, request.query)
+        principal = await self.gateway.auth.authenticate(request.headers, request.query)
+        if request.call is not None:
+            request.call.principal = principal
+        return principal
 
     def authorize(self, principal: Principal, endpoint: str) -> None:
         """403 unless `principal` may query `endpoint`: every handler that names an endpoint calls
@@ -81,18 +89,21 @@ class Surface:
     async def json_body(self, request: Request) -> Any:
         return parse_json(await request.body(self.gateway.settings.server.max_request_bytes))
 
-    async def begin(self, request: Request, principal: Principal, endpoint: Endpoint, surface: str) -> Call:
-        """The checks and accounting every call to an endpoint starts with: permission, request tags,
-        the call's record (payload sampled), and admission by the endpoint's rate limits, which
-        count the body's characters as the token estimate until the upstream reports real usage."""
+    async def begin(self, request: Request, name: str, task: str) -> tuple[Endpoint, Call]:
+        """The checks every call to an endpoint starts with, after `open_call` and `authenticate`:
+        the endpoint, permission, request tags, payload sampling, and admission by the endpoint's
+        rate limits, which take the body's characters for the token estimate until the upstream
+        reports real usage."""
+        call, principal = request.call, request.call.principal
+        call.endpoint = name
+        call.tags = request_tags(request)
+        endpoint = self.gateway.router.endpoint(name, task)
         self.authorize(principal, endpoint.name)
-        call = Call(surface, principal, endpoint.name, request.headers, request_tags(request))
         call.log_payload(endpoint.config.payload_logging, request.raw_body)
         call.admission = await self.gateway.limiter.admit(
             endpoint.name, principal.name, principal.kind, principal.groups, estimate_tokens_of_size(len(request.raw_body))
         )
-        request.call = call  # from here on the gateway records the request, whatever happens
-        return call
+        return endpoint, call
 
 
 def json_error(status: int, body: dict[str, Any], error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -20,7 +20,7 @@ from aigw.http.sse import SSEParser
 from aigw.policies.auth import Principal
 from aigw.providers.base import Provider
 from aigw.routing import call_with_fallback
-from aigw.surfaces.chat_flow import EventRelay, StreamRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, StreamRelay, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error, request_tags
 from aigw.wire import gemini
 
@@ -59,6 +59,10 @@ class GeminiChatCodec:
 
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, gemini.usage_in, gemini.decode_usage)
+
+    def stitcher(self, body: dict[str, Any]) -> DecodingStitcher:
+        decoder = gemini.StreamDecoder(model=self.model)
+        return DecodingStitcher(decoder, lambda response: self.encode_response(response, body))
 
 
 def _sse_error(error: GatewayError) -> bytes:
@@ -124,6 +128,8 @@ class GeminiSurface(Surface):
         handler = self._methods.get(method)
         if not name or handler is None:
             raise GatewayError(ErrorKind.NOT_FOUND, f"Unknown method: {request.method} {request.path}")
+        if method != "countTokens":  # token counts are free: not recorded
+            self.open_call(request, "gemini")
         principal = await self.authenticate(request)
         self.authorize(principal, name)
         body = await self.json_body(request)
@@ -131,8 +137,7 @@ class GeminiSurface(Surface):
 
     async def _generate(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         gemini.validate_request(body)
-        endpoint = self.gateway.router.endpoint(name, "chat")
-        call = await self.begin(request, principal, endpoint, "gemini")
+        endpoint, call = await self.begin(request, name, "chat")
         stream = method == "streamGenerateContent"
         codec = GeminiChatCodec(name, stream, json_array=stream and request.query.get("alt") != "sse")
         await serve_chat(call, request, send, endpoint, body, codec, stream)
@@ -153,8 +158,7 @@ class GeminiSurface(Surface):
         await send_body(send, 200, data)
 
     async def _embed(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
-        endpoint = self.gateway.router.endpoint(name, "embeddings")
-        call = await self.begin(request, principal, endpoint, "gemini")
+        endpoint, call = await self.begin(request, name, "embeddings")
         if method == "embedContent":
             canonical = gemini.decode_embed_content_request(body, name)
             encode = gemini.encode_embed_content_response

@@ -15,7 +15,7 @@ from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
 from aigw.providers.base import Provider
-from aigw.surfaces.chat_flow import EventRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_embeddings
 
@@ -46,6 +46,9 @@ class OpenAIChatCodec:
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, openai_chat.usage_in, openai_chat.decode_usage)
 
+    def stitcher(self, body: dict[str, Any]) -> DecodingStitcher:
+        return DecodingStitcher(openai_chat.StreamDecoder(), lambda response: self.encode_response(response, body))
+
 
 class OpenAISurface(Surface):
     codec = OpenAIChatCodec()
@@ -60,19 +63,19 @@ class OpenAISurface(Surface):
         return json_error(openai_chat.error_status(error), openai_chat.encode_error(error), error)
 
     async def chat_completions(self, request: Request, send: Send) -> None:
-        principal = await self.authenticate(request)
+        self.open_call(request, "openai_chat")
+        await self.authenticate(request)
         body = await self.json_body(request)
         openai_chat.validate_request(body)
-        endpoint = self.gateway.router.endpoint(body["model"], "chat")
-        call = await self.begin(request, principal, endpoint, "openai_chat")
+        endpoint, call = await self.begin(request, body["model"], "chat")
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
 
     async def embeddings(self, request: Request, send: Send) -> None:
-        principal = await self.authenticate(request)
+        self.open_call(request, "openai_embeddings")
+        await self.authenticate(request)
         body = await self.json_body(request)
         openai_embeddings.validate_request(body)
-        endpoint = self.gateway.router.endpoint(body["model"], "embeddings")
-        call = await self.begin(request, principal, endpoint, "openai_embeddings")
+        endpoint, call = await self.begin(request, body["model"], "embeddings")
         destinations = endpoint.every_destination()
         passed = all(p.embeddings_wire == openai_embeddings.WIRE for p in destinations)
         canonical = None if passed else openai_embeddings.decode_request(body)

@@ -15,12 +15,13 @@ import orjson
 from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import GatewayError, invalid
 from aigw.http.asgi import SSE_HEADERS, Request, Send
-from aigw.http.sse import sse_frame
+from aigw.http.sse import SSEParser, sse_frame
 from aigw.surfaces.chat_flow import EventRelay, serve_chat, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_responses
 
 PREFIXES = ("/openai/v1", "/codex/v1")
+TERMINAL_EVENTS = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 
 
 class ResponsesCodec:
@@ -44,6 +45,29 @@ class ResponsesCodec:
 
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, openai_responses.usage_in, openai_responses.decode_usage)
+
+    def stitcher(self, body: dict[str, Any]) -> FinalResponseStitcher:
+        return FinalResponseStitcher()
+
+
+class FinalResponseStitcher:
+    """A passed-through Responses stream's whole response: the one its terminal event
+    (response.completed, .incomplete or .failed) carries."""
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self._response = b""
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._parser.feed(chunk):
+            if any(kind in event.data[:64] for kind in TERMINAL_EVENTS):
+                try:
+                    self._response = orjson.dumps(orjson.loads(event.data).get("response"))
+                except (orjson.JSONDecodeError, AttributeError):
+                    pass
+
+    def result(self) -> bytes:
+        return self._response
 
 
 class ResponsesRelay(EventRelay):
@@ -106,9 +130,9 @@ class ResponsesSurface(Surface):
         return json_error(openai_chat.error_status(error), openai_chat.encode_error(error), error)
 
     async def create(self, request: Request, send: Send) -> None:
-        principal = await self.authenticate(request)
+        self.open_call(request, "openai_responses")
+        await self.authenticate(request)
         body = await self.json_body(request)
         openai_responses.validate_request(body)
-        endpoint = self.gateway.router.endpoint(body["model"], "chat")
-        call = await self.begin(request, principal, endpoint, "openai_responses")
+        endpoint, call = await self.begin(request, body["model"], "chat")
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
