@@ -7,7 +7,8 @@ the admin API through `asyncio.to_thread`. Every query runs unchanged on SQLite 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -94,8 +95,8 @@ class RecordingStore:
     def write(self, usage: Sequence[UsageRecord], payloads: Sequence[PayloadRecord]) -> None:
         """Insert a batch in one transaction: one executemany per table. Records already stored
         (same request_id) are skipped."""
-        usage_rows = [self._values(usage_row(r), USAGE_COLUMNS) for r in usage]
-        payload_rows = [self._values(payload_row(r), PAYLOAD_COLUMNS) for r in payloads]
+        usage_rows = [self._values(usage_row(r), _USAGE_VALUES) for r in usage]
+        payload_rows = [self._values(payload_row(r), _PAYLOAD_VALUES) for r in payloads]
         with self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
@@ -104,13 +105,15 @@ class RecordingStore:
                 if payload_rows:
                     conn.exec_driver_sql(self._insert_payloads, payload_rows)
 
-    def _values(self, row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
-        values = tuple(row[c] for c in columns)
+    def _values(self, row: dict[str, Any], columns: Callable[[dict[str, Any]], tuple[Any, ...]]) -> tuple[Any, ...]:
+        values = columns(row)
         if not self._sqlite:
             return values
         # What UTCDateTime stores on SQLite: naive UTC text, comparable as a string.
-        when = row["event_time"].astimezone(timezone.utc).replace(tzinfo=None)
-        return (values[0], when.isoformat(" ", "microseconds"), *values[2:])
+        when = row["event_time"]
+        if when.tzinfo is not timezone.utc:
+            when = when.astimezone(timezone.utc)
+        return (values[0], when.replace(tzinfo=None).isoformat(" ", "microseconds"), *values[2:])
 
     @staticmethod
     def is_transient(exc: BaseException) -> bool:
@@ -259,6 +262,8 @@ class RecordingStore:
 USAGE_COLUMNS = tuple(c.name for c in usage_records.columns)
 PAYLOAD_COLUMNS = tuple(c.name for c in payload_records.columns)
 assert USAGE_COLUMNS[:2] == PAYLOAD_COLUMNS[:2] == ("request_id", "event_time")
+_USAGE_VALUES = operator.itemgetter(*USAGE_COLUMNS)  # row dict -> the values in column order
+_PAYLOAD_VALUES = operator.itemgetter(*PAYLOAD_COLUMNS)
 
 
 def _insert_sql(table: str, columns: tuple[str, ...], sqlite: bool) -> str:
