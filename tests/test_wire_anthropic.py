@@ -7,9 +7,7 @@ the diff: a golden file is only as right as the eye that checked it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -39,28 +37,14 @@ from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.sse import SSEEvent, SSEParser
 from aigw.http.upstream import UpstreamRequest
 from aigw.providers.anthropic import AnthropicProvider
+from tests.goldens import Goldens
 from aigw.wire import anthropic as wire
 
-GOLDEN = Path(__file__).parent / "golden" / "anthropic"
-UPDATE = os.environ.get("AIGW_UPDATE_GOLDEN") == "1"
 
 
-def golden_json(name: str, actual: Any) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_bytes(orjson.dumps(actual, option=orjson.OPT_INDENT_2) + b"\n")
-    assert actual == orjson.loads(path.read_bytes()), f"differs from {name} (AIGW_UPDATE_GOLDEN=1 rewrites it)"
-
-
-def golden_bytes(name: str, actual: bytes) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_bytes(actual)
-    assert actual == path.read_bytes(), f"differs from {name} (AIGW_UPDATE_GOLDEN=1 rewrites it)"
-
-
-def load(name: str) -> Any:
-    return orjson.loads((GOLDEN / name).read_bytes())
+_goldens = Goldens("anthropic")
+GOLDEN = _goldens.root
+golden_json, golden_bytes, load = _goldens.json, _goldens.bytes, _goldens.load
 
 
 def builtins(value: Any) -> Any:

@@ -9,8 +9,6 @@ validate every event and Response the encoders produce, so the goldens cannot dr
 from __future__ import annotations
 
 import base64
-import os
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -36,34 +34,19 @@ from aigw.canonical import (
 )
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.sse import SSEParser
+from tests.goldens import Goldens
 from aigw.wire import openai_responses as wire
 
 openai = pytest.importorskip("openai")
 from openai.types.responses import Response, ResponseStreamEvent  # noqa: E402
 from pydantic import TypeAdapter  # noqa: E402
 
-GOLDEN = Path(__file__).parent / "golden" / "openai_responses"
-UPDATE = os.environ.get("AIGW_UPDATE_GOLDEN") == "1"
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 NOW = 1760000100
 
 
-def golden_json(name: str, actual: Any) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_bytes(orjson.dumps(actual, option=orjson.OPT_INDENT_2) + b"\n")
-    assert actual == orjson.loads(path.read_bytes()), f"differs from {name} (AIGW_UPDATE_GOLDEN=1 rewrites it)"
-
-
-def golden_bytes(name: str, actual: bytes) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_bytes(actual)
-    assert actual == path.read_bytes(), f"differs from {name} (AIGW_UPDATE_GOLDEN=1 rewrites it)"
-
-
-def load(name: str) -> Any:
-    return orjson.loads((GOLDEN / name).read_bytes())
+_goldens = Goldens("openai_responses")
+golden_json, golden_bytes, load = _goldens.json, _goldens.bytes, _goldens.load
 
 
 @pytest.fixture
