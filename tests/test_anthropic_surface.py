@@ -5,7 +5,6 @@ Expected texts follow the fakes' rules (tests/fakes/scenario.py) and the demo pr
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -13,6 +12,7 @@ import anthropic
 import pytest
 import requests
 
+from tests.expected import PNG, echo, tool_said
 from tests.conftest import MAX_REQUEST_BYTES, SECRETS
 
 PASS_THROUGH = "anthropic"
@@ -29,24 +29,6 @@ TOOLS = [
     },
     {"name": "clock", "description": "The time.", "input_schema": {"type": "object", "properties": {}}},
 ]
-# A 1x1 transparent PNG.
-PNG = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6300010000000500010d0a2db40000000049454e44ae426082"
-    )
-).decode()
-
-# Translation to an OpenAI-format upstream glues text blocks together with nothing between them.
-
-
-def echo(provider: str, text: str) -> str:
-    return f"Echo: {text}" if provider == "demo" else f"echo: {text}"
-
-
-def tool_said(provider: str, text: str) -> str:
-    return f"The tool said: {text}" if provider == "demo" else f"tool said: {text}"
-
 
 def tool_input(provider: str, text: str) -> dict:
     return {"input": text} if provider == "demo" else {"query": text}

@@ -15,6 +15,7 @@ import requests
 from google import genai
 from google.genai import errors, types
 
+from tests.expected import PNG_BYTES, echo
 from tests.conftest import MAX_REQUEST_BYTES, SECRETS
 from tests.fakes.scenario import embedding_vector
 
@@ -35,15 +36,7 @@ TOOLS_CONFIG = types.GenerateContentConfig(
     tools=[types.Tool(function_declarations=[LOOKUP, CLOCK])],
     automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
 )
-# A 1x1 transparent PNG.
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6300010000000500010d0a2db40000000049454e44ae426082"
-)
-
-
-def echo(provider: str, text: str) -> str:
-    return f"Echo: {text}" if provider == "demo" else f"echo: {text}"
+PNG = PNG_BYTES
 
 
 def function_said(provider: str, response: dict) -> str:

@@ -17,6 +17,7 @@ import pydantic
 import pytest
 import requests
 
+from tests.expected import PNG, echo, tool_said
 from tests.conftest import MAX_REQUEST_BYTES, SECRETS
 
 PASS_THROUGH = ["openai", "azure"]
@@ -51,21 +52,6 @@ TOOLS = [
     },
     {"type": "function", "name": "clock", "description": "The time.", "parameters": {"type": "object", "properties": {}}},
 ]
-# A 1x1 transparent PNG.
-PNG = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6300010000000500010d0a2db40000000049454e44ae426082"
-    )
-).decode()
-
-
-def echo(provider: str, text: str) -> str:
-    return f"Echo: {text}" if provider == "demo" else f"echo: {text}"
-
-
-def tool_said(provider: str, text: str) -> str:
-    return f"The tool said: {text}" if provider == "demo" else f"tool said: {text}"
 
 
 def tool_arguments(provider: str, text: str) -> dict:

@@ -3,12 +3,12 @@ upstreams of each vendor's wire format. One set of tests per provider behind the
 
 from __future__ import annotations
 
-import base64
 import json
 
 import openai
 import pytest
 
+from tests.expected import PNG, echo
 from tests.conftest import PROVIDER_DESTINATIONS, SECRETS
 
 PROVIDERS = [*PROVIDER_DESTINATIONS, "demo"]
@@ -26,18 +26,6 @@ TOOLS = [
         "function": {"name": "clock", "description": "The time.", "parameters": {"type": "object", "properties": {}}},
     },
 ]
-# A 1x1 transparent PNG.
-PNG = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6300010000000500010d0a2db40000000049454e44ae426082"
-    )
-).decode()
-
-
-def echo(provider: str, text: str) -> str:
-    """What the provider behind the endpoint answers to `text`."""
-    return f"Echo: {text}" if provider == "demo" else f"echo: {text}"
 
 
 @pytest.fixture
