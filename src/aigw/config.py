@@ -93,6 +93,50 @@ class EndpointConfig(Config):
         return frozenset([self.task] if isinstance(self.task, str) else self.task)
 
 
+class ConnectionConfig(Config):
+    """An MCP server the agent loop may call: `{"type": "connection", "name": ...}` in a request.
+    Streamable HTTP (`url`) or stdio (`command`); its credentials (`headers`, `env`) stay here."""
+
+    name: str
+    url: str | None = None  # streamable HTTP endpoint, e.g. http://127.0.0.1:8000/mcp
+    headers: dict[str, str] = {}  # sent with every HTTP request to the server
+    command: str | None = None  # stdio: the program to start
+    args: list[str] = []
+    env: dict[str, str] = {}  # stdio: added to the program's environment
+    require_approval: Literal["always", "never"] = "always"  # a request may override it
+    allowed_tools: list[str] | None = None  # None: every tool the server lists
+    timeout: float = 60.0  # seconds per tool call (and to connect)
+
+
+class FunctionConfig(Config):
+    """A Python function the agent loop may call: `{"type": "hosted_function", "name": ...}` in a
+    request, or `{"type": "uc_function", "uc_function": {"name": ...}}`."""
+
+    name: str
+    function: str  # import path: "package.module:function"
+    description: str | None = None  # default: the function's docstring
+    timeout: float = 30.0  # seconds per call
+
+
+class AgentConfig(Config):
+    """The server-side agent loop of /mlflow/v1/responses."""
+
+    max_turns: int = 10  # model calls per response
+    max_background_seconds: float = 600.0  # a background run is stopped (failed) after this
+    allow_inline_mcp: bool = False  # may requests name MCP servers by URL ({"type": "mcp", ...})?
+    connections: list[ConnectionConfig] = []
+    functions: list[FunctionConfig] = []
+
+
+class TracingConfig(Config):
+    """OpenTelemetry spans of agent runs (one per model turn and per tool call)."""
+
+    enabled: bool = False
+    file: str | None = None  # append spans as JSON lines here
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector, e.g. http://127.0.0.1:4318/v1/traces
+    service_name: str = "aigw"
+
+
 class ServerConfig(Config):
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -108,6 +152,8 @@ class Settings(Config):
     rate_limits_fail_open: bool = True  # Redis unreachable: admit (True) or refuse with 503
     demo_endpoint: bool = True  # serve the built-in `demo` endpoint
     endpoints: list[EndpointConfig] = []
+    agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
 
     def data_path(self) -> Path:
         return Path(self.data_dir or Path.home() / ".aigw").expanduser()
