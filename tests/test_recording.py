@@ -365,7 +365,7 @@ def test_spill_lines_survive_unencodable_strings(tmp_path: Path) -> None:
 
 
 def test_migration_creates_the_recording_tables(store: Store) -> None:
-    assert current_revision(store.engine) == "0003"
+    assert int(current_revision(store.engine) or 0) >= 3
     assert RecordingStore(store.engine).count() == (0, 0)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aigw.agent.runtime import AgentRuntime
 from aigw.config import Settings
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import Receive, Request, Scope, Send, send_body
@@ -24,6 +25,7 @@ from aigw.routing import DEMO_ENDPOINT, Router
 from aigw.store import Store
 from aigw.store.recording import RecordingStore
 from aigw.surfaces.admin import AdminSurface
+from aigw.surfaces.agent import AgentSurface
 from aigw.surfaces.anthropic import AnthropicSurface
 from aigw.surfaces.common import ErrorRenderer, Handler
 from aigw.surfaces.gemini import GeminiSurface
@@ -48,11 +50,12 @@ class Gateway:
         self.records = RecordWriter(
             RecordingStore(store.engine), settings.data_path() / "spill", observe=self.metrics.observe
         )
+        self.agent = AgentRuntime(settings, store.engine)
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
         surfaces = [
-            OpenAISurface(self), AnthropicSurface(self), GeminiSurface(self), ResponsesSurface(self), AdminSurface(self),
+            OpenAISurface(self), AnthropicSurface(self), GeminiSurface(self), ResponsesSurface(self), AgentSurface(self), AdminSurface(self),
         ]  # fmt: skip
         for surface in surfaces:
             for method, path, handler in surface.routes():
@@ -75,7 +78,9 @@ class Gateway:
         await self.records.start()
 
     async def shutdown(self) -> None:
-        """After the server stopped taking requests: every record is flushed (or spilled to disk)."""
+        """After the server stopped taking requests: every record is flushed (or spilled to disk),
+        background agent runs included (they end as failed and record themselves first)."""
+        await self.agent.close()
         await self.records.close()
         await self.limiter.close()
         await self.auth.stop()
@@ -115,9 +120,9 @@ class Gateway:
             status, message = await self._send_error(send, render_error, error), error.message
         finally:
             if request.call is not None:
-                self._finish(request.call, status, message)
+                self.finish_call(request.call, status, message)
 
-    def _finish(self, call: Call, status: int, error: str | None) -> None:
+    def finish_call(self, call: Call, status: int, error: str | None) -> None:
         """The request is over: record it and settle its rate-limit charge with the real tokens."""
         record = call.usage_record(status, error)
         self.records.submit(record)

@@ -240,6 +240,7 @@ def _check(settings: Settings, source: str) -> None:
 
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: redis_url: must start with redis://, rediss:// or unix://")
+    _check_agent(settings, source)
     names: set[str] = set()
     for i, endpoint in enumerate(settings.endpoints):
         where = f"{source}: endpoints[{i}]"
@@ -312,3 +313,45 @@ def _check_rate_limits(endpoint: EndpointConfig, where: str) -> None:
             who = f" principal '{limit.principal}'" if limit.principal is not None else ""
             raise ConfigError(f"{at}: duplicate limit for key '{limit.key}'{who}")
         seen.add((limit.key, limit.principal))
+
+
+def _check_agent(settings: Settings, source: str) -> None:
+    from aigw.agent.functions import PythonFunction  # late import: it imports this module
+
+    agent = settings.agent
+    if agent.max_turns < 1 or agent.max_background_seconds <= 0:
+        raise ConfigError(f"{source}: agent: max_turns must be at least 1 and max_background_seconds positive")
+    names: set[str] = set()
+    for i, connection in enumerate(agent.connections):
+        where = f"{source}: agent.connections[{i}]"
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", connection.name):
+            raise ConfigError(f"{where}.name: '{connection.name}' must be 1 to 64 letters, digits, underscores or dashes")
+        if connection.name in names:
+            raise ConfigError(f"{where}.name: duplicate connection name '{connection.name}'")
+        names.add(connection.name)
+        if (connection.url is None) == (connection.command is None):
+            raise ConfigError(f"{where}: set either url (streamable HTTP) or command (stdio)")
+        if connection.url is not None and not connection.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: must be an http:// or https:// URL")
+        if connection.timeout <= 0:
+            raise ConfigError(f"{where}.timeout: must be positive")
+    names.clear()
+    for i, function in enumerate(agent.functions):
+        where = f"{source}: agent.functions[{i}]"
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", function.name):
+            raise ConfigError(f"{where}.name: '{function.name}' must be 1 to 64 letters, digits, underscores or dashes")
+        if function.name in names:
+            raise ConfigError(f"{where}.name: duplicate function name '{function.name}'")
+        names.add(function.name)
+        if function.timeout <= 0:
+            raise ConfigError(f"{where}.timeout: must be positive")
+        try:
+            PythonFunction.load(function)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.function: {exc}") from None
+    tracing = settings.tracing
+    if tracing.enabled and tracing.otlp_endpoint is not None:
+        try:
+            import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"{source}: tracing.otlp_endpoint: needs the opentelemetry-exporter-otlp-proto-http package") from None

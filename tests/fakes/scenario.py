@@ -7,7 +7,9 @@ picks a :class:`Scenario` (normal answer, error, slow, hang, drop, ...).
 
 Rules (shared by all vendors):
 
-* last message is a tool result      -> text ``"tool said: <results joined by ' | '>"``
+* last message is a tool result      -> text ``"tool said: <results joined by ' | '>"``, unless
+  the results hold ``[[tool NAME {...}]]`` directives naming declared tools (tool choice not
+  "none"): then those calls (a tool whose output calls it again keeps an agent loop going)
 * tools declared, last message from the user, tool choice not "none", and the
   last user message's text (any of its text parts, e.g. after system-reminder
   blocks; for Gemini any user text after the last model turn) holds directives
@@ -174,6 +176,9 @@ def tool_directives(text: str, tools: list[str], tool_choice: str = "auto") -> l
 def answer(turn: Turn) -> Answer:
     out = Answer(input_tokens=turn.input_tokens)
     if turn.last_kind == "tool":
+        if turn.tool_choice != "none" and (directed := tool_directives(" ".join(turn.tool_results), turn.tools, turn.tool_choice)):
+            out.calls = directed
+            return out
         text = "tool said: " + " | ".join(turn.tool_results)
     elif turn.tools and turn.tool_choice != "none" and turn.last_kind == "user":
         directive_text = turn.user_text if turn.directive_text is None else turn.directive_text

@@ -214,3 +214,26 @@ payload_records = Table(
     Index("ix_payload_records_endpoint_event_time", "endpoint", "event_time"),
     Index("ix_payload_records_principal_name_event_time", "principal_name", "event_time"),
 )
+
+
+# -- stored Responses (aigw.agent) --------------------------------------------------------------------
+# Responses API objects kept for `previous_response_id` chains, retrieval and background runs. The JSON
+# columns are read and written whole, never queried inside. A principal's responses go with it; the
+# chain link has no foreign key, because deleting one response must not delete or break its successors
+# (their history simply ends there).
+
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", Text, primary_key=True),  # "resp_<hex>", made by the gateway
+    Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("status", Text, nullable=False),  # queued, in_progress, completed, incomplete, failed, cancelled
+    Column("previous_response_id", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("input_items", Text, nullable=False),  # JSON array: the items this request added
+    Column("response", Text, nullable=False),  # JSON object: the Response as returned to the client
+    # A principal's responses, newest first (listing); also serves the cascade from principals.
+    Index("ix_responses_principal_id_created_at", "principal_id", "created_at"),
+)

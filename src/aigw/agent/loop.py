@@ -1,0 +1,375 @@
+"""The agent loop: call the model, run the hosted tools it calls, give it their results, until it
+answers, calls a tool the client runs, needs the client's approval, or reaches a limit.
+
+The output of one response is built by an `Output`: `Output` collects items; `StreamedOutput` also
+writes them as one Responses event stream however many model turns it spans (one
+`response.created`, the turns' items renumbered into one sequence, one terminal event, `[DONE]`).
+The model's calls to hosted tools are held back from the stream and replaced by what the gateway
+did with them (a function call and its output, an `mcp_call`, an `mcp_approval_request`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from aigw.agent import conversation, turns
+from aigw.agent.toolbox import HostedTool, ToolOutcome, Toolbox
+from aigw.agent.tracing import Tracing
+from aigw.call import Call
+from aigw.canonical import Usage
+from aigw.errors import ErrorKind, GatewayError
+from aigw.http.asgi import SSE_HEADERS, EventStream
+from aigw.http.sse import sse_frame
+from aigw.routing import Endpoint
+from aigw.wire import openai_responses
+from aigw.wire.openai_responses import build_response, decode_usage, new_id
+
+Item = dict[str, Any]
+# Request fields the loop decides per turn, or that mean nothing to a model.
+LOOP_FIELDS = frozenset(
+    {"input", "tools", "tool_choice", "stream", "store", "background", "previous_response_id", "max_tool_calls", "conversation"}
+)  # fmt: skip
+
+
+class TurnResult:
+    """One model turn: the hosted calls it made (held back), and how it ended."""
+
+    def __init__(self) -> None:
+        self.held: list[Item] = []
+        self.usage: Usage | None = None
+        self.status = "completed"
+        self.incomplete_reason: str | None = None
+        self.model = ""
+
+
+class Output:
+    """The items of one response, in output order."""
+
+    def __init__(self) -> None:
+        self.items: dict[int, Item] = {}
+        self._next = 0
+
+    def list(self) -> list[Item]:
+        return [self.items[i] for i in sorted(self.items)]
+
+    def _allocate(self) -> int:
+        index, self._next = self._next, self._next + 1
+        return index
+
+    async def start(self, response: dict[str, Any]) -> None:
+        pass
+
+    async def add(self, item: Item) -> None:
+        self.items[self._allocate()] = item
+
+    async def turn(self, call: Call, endpoint: Endpoint, body: dict[str, Any], hosted: Toolbox) -> TurnResult:
+        answer = await turns.whole_turn(call, endpoint, body)
+        result = TurnResult()
+        for item in answer.get("output") or ():
+            if _is_hosted_call(item, hosted):
+                result.held.append(item)
+            else:
+                await self.add(item)
+        _ending(result, answer)
+        return result
+
+    async def finish(self, response: dict[str, Any]) -> None:
+        pass
+
+
+class RunCancelled(Exception):
+    """The response was cancelled (`POST .../cancel`) while it ran."""
+
+
+class StreamedOutput(Output):
+    """The stream opens with the first thing to say, so an error before it (every destination
+    refused the first turn) is still a plain HTTP error the client's retry logic understands."""
+
+    def __init__(self, out: EventStream) -> None:
+        super().__init__()
+        self._out = out
+        self._sequence = 0
+        self._opening: dict[str, Any] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._out.started
+
+    async def start(self, response: dict[str, Any]) -> None:
+        self._opening = response
+
+    async def add(self, item: Item) -> None:
+        index = self._allocate()
+        self.items[index] = item
+        await self._emit({"type": "response.output_item.added", "output_index": index, "item": _in_progress(item)})
+        await self._emit({"type": "response.output_item.done", "output_index": index, "item": item})
+
+    async def turn(self, call: Call, endpoint: Endpoint, body: dict[str, Any], hosted: Toolbox) -> TurnResult:
+        result = TurnResult()
+        indexes: dict[int, int] = {}  # the turn's output index -> the response's
+        held: set[int] = set()
+        error: Item | None = None
+        async for event in turns.streamed_turn(call, endpoint, body):
+            kind = event.get("type")
+            if kind in ("response.created", "response.in_progress"):
+                continue
+            if kind in ("response.completed", "response.incomplete"):
+                _ending(result, event.get("response") or {})
+                continue
+            if kind == "error":
+                error = event
+                continue
+            if kind == "response.failed":
+                failure = (event.get("response") or {}).get("error") or error or {}
+                raise GatewayError(ErrorKind.UPSTREAM_ERROR, str(failure.get("message") or "The model's stream failed."))
+            local = event.get("output_index")
+            if isinstance(local, int):
+                if kind == "response.output_item.added" and _is_hosted_call(event.get("item") or {}, hosted):
+                    held.add(local)
+                if local in held:
+                    if kind == "response.output_item.done":
+                        result.held.append(event["item"])
+                    continue
+                if local not in indexes:
+                    indexes[local] = self._allocate()
+                event["output_index"] = indexes[local]
+                if kind == "response.output_item.done":
+                    self.items[indexes[local]] = event["item"]
+            await self._emit(event)
+        return result
+
+    async def finish(self, response: dict[str, Any]) -> None:
+        await self._emit({"type": f"response.{response['status']}", "response": response})
+        await self._out.write(b"data: [DONE]\n\n")
+        await self._out.close()
+
+    async def fail(self, error: GatewayError, response: dict[str, Any]) -> None:
+        detail = openai_responses.encode_error(error)["error"]
+        await self._emit({"type": "error", "code": detail["code"] or detail["type"], "message": error.message, "param": error.param})
+        await self.finish(response)
+
+    async def _emit(self, event: Item) -> None:
+        if not self._out.started:
+            await self._out.start(SSE_HEADERS)
+            opening, self._opening = self._opening, None
+            await self._emit({"type": "response.created", "response": opening})
+            await self._emit({"type": "response.in_progress", "response": opening})
+        kind = event["type"]
+        event.pop("sequence_number", None)
+        framed = {"type": kind, "sequence_number": self._sequence, **event}  # OpenAI's key order
+        self._sequence += 1
+        await self._out.write(sse_frame(orjson.dumps(framed), kind))
+
+
+def _in_progress(item: Item) -> Item:
+    """An item as its `output_item.added` event shows it: still in progress."""
+    if "status" in item and item.get("type") != "mcp_list_tools":
+        return {**item, "status": "in_progress"}
+    return item
+
+
+def _is_hosted_call(item: Item, hosted: Toolbox) -> bool:
+    return item.get("type") == "function_call" and item.get("name") in hosted.hosted
+
+
+def _ending(result: TurnResult, response: dict[str, Any]) -> None:
+    result.usage = decode_usage(response.get("usage"))
+    result.status = "incomplete" if response.get("status") == "incomplete" else "completed"
+    result.incomplete_reason = (response.get("incomplete_details") or {}).get("reason")
+    result.model = response.get("model") or ""
+
+
+def add_usage(total: Usage, more: Usage | None) -> Usage:
+    if more is None:
+        return total
+
+    def plus(a: int | None, b: int | None) -> int | None:
+        return None if a is None and b is None else (a or 0) + (b or 0)
+
+    return Usage(
+        input_tokens=total.input_tokens + more.input_tokens,
+        output_tokens=total.output_tokens + more.output_tokens,
+        cached_input_tokens=plus(total.cached_input_tokens, more.cached_input_tokens),
+        cache_creation_input_tokens=plus(total.cache_creation_input_tokens, more.cache_creation_input_tokens),
+        reasoning_tokens=plus(total.reasoning_tokens, more.reasoning_tokens),
+    )
+
+
+class AgentRun:
+    """One response's run of the loop."""
+
+    def __init__(
+        self,
+        *,
+        call: Call,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        history: list[Item],
+        new_items: list[Item],
+        toolbox: Toolbox,
+        tracing: Tracing,
+        max_turns: int,
+        response_id: str,
+        created_at: int,
+        trace_parent: Any = None,
+        cancelled: Callable[[], Awaitable[bool]] | None = None,
+        progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.call, self.endpoint, self.body, self.toolbox, self.tracing = call, endpoint, body, toolbox, tracing
+        self.history, self.new_items = history, new_items
+        self.max_turns = max_turns
+        self.id, self.created_at = response_id, created_at
+        self.trace_parent = trace_parent  # the incoming traceparent's context
+        self.cancelled = cancelled  # asked before each turn: was the response cancelled elsewhere?
+        self.progress = progress  # told the response so far after each turn (background runs)
+        self.usage = Usage()
+        self.model = ""
+        self.tool_calls = 0
+        self.max_tool_calls = body.get("max_tool_calls")
+
+    def response(self, output: Output, status: str, **fields: Any) -> dict[str, Any]:
+        usage = self.usage if status not in ("queued", "in_progress") else None
+        return build_response(
+            self.body, id=self.id, model=self.model or self.body["model"], created_at=self.created_at, status=status,
+            output=output.list(), usage=usage, **fields,
+        )  # fmt: skip
+
+    async def run(self, output: Output, persist: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> dict[str, Any]:
+        """Run to the end; the final Response object, given to `persist` before the client sees
+        its end (so a GET right after finds it), then written to `output`."""
+        attributes = {"aigw.response_id": self.id, "aigw.endpoint": self.endpoint.name}
+        with self.tracing.span("aigw.agent.response", parent=self.trace_parent, attributes=attributes) as span:
+            await output.start(self.response(output, "in_progress"))
+            try:
+                status, reason = await self._loop(output)
+            except GatewayError as error:
+                self.call.usage = self.usage
+                failure = {"code": openai_responses.failure_code(error), "message": error.message}
+                response = self.response(output, "failed", error=failure)
+                if isinstance(output, StreamedOutput) and output.started:
+                    await output.fail(error, response)
+                    return response
+                raise
+            self.call.usage = self.usage
+            response = self.response(output, status, incomplete_reason=reason)
+            span.set_attribute("aigw.status", status)
+            if persist is not None:
+                await persist(response)
+            await output.finish(response)
+            return response
+
+    async def _loop(self, output: Output) -> tuple[str, str | None]:
+        listed = {i.get("server_label") for i in self.history if i.get("type") == "mcp_list_tools"}
+        for listing in self.toolbox.listings:
+            if listing["server_label"] not in listed:
+                await output.add(listing)
+        for request, approved in conversation.approvals(self.history, self.new_items):
+            await self._run_approved(output, request, approved)
+        turn = 0
+        while True:
+            if self.cancelled is not None and await self.cancelled():
+                raise RunCancelled
+            turn += 1
+            with self.tracing.span("aigw.agent.turn", attributes={"aigw.turn": turn, "aigw.endpoint": self.endpoint.name}) as span:
+                result = await output.turn(self.call, self.endpoint, self._turn_body(output), self.toolbox)
+                self.usage = add_usage(self.usage, result.usage)
+                self.model = result.model or self.model
+                if result.usage is not None:
+                    span.set_attribute("gen_ai.usage.input_tokens", result.usage.input_tokens)
+                    span.set_attribute("gen_ai.usage.output_tokens", result.usage.output_tokens)
+                span.set_attribute("aigw.destination", self.call.destination or "")
+            if self.progress is not None:
+                await self.progress(self.response(output, "in_progress"))
+            if not result.held:
+                return result.status, result.incomplete_reason
+            # A turn's calls to Python functions first, then their outputs: the shape of one assistant
+            # turn with parallel calls, as the model made them.
+            for item in result.held:
+                if self.toolbox.hosted[item["name"]].server is None:
+                    await output.add({**item, "status": "completed"})
+            waiting = False
+            for item in result.held:
+                waiting |= await self._hosted_call(output, item)
+            if waiting or self._client_calls_pending(output):
+                return "completed", None
+            if turn >= self.max_turns:
+                return "incomplete", "max_turns"
+
+    def _turn_body(self, output: Output) -> dict[str, Any]:
+        body = {k: v for k, v in self.body.items() if k not in LOOP_FIELDS}
+        items = self.history + self.new_items + output.list()
+        body["input"] = conversation.model_view(items, self.toolbox.model_name)
+        tools = self.toolbox.model_tools()
+        if tools:
+            body["tools"] = tools
+            choice = self.body.get("tool_choice")
+            if self._budget_left() == 0:
+                choice = "none"  # the model answers with what it has
+            elif isinstance(choice, dict) and choice.get("type") == "mcp":
+                choice = "required"
+            if choice is not None:
+                body["tool_choice"] = choice
+        body["store"] = False
+        return body
+
+    def _budget_left(self) -> int | None:
+        return None if self.max_tool_calls is None else max(0, self.max_tool_calls - self.tool_calls)
+
+    def _client_calls_pending(self, output: Output) -> bool:
+        items = output.list()
+        answered = {i.get("call_id") for i in items if i.get("type") in conversation.OUTPUTS}
+        return any(i.get("type") in conversation.CALLS and i.get("call_id") not in answered for i in items)
+
+    async def _hosted_call(self, output: Output, item: Item) -> bool:
+        """Run (or hold for approval) one hosted call the model made; True if it awaits approval."""
+        tool = self.toolbox.hosted[item["name"]]
+        arguments = item.get("arguments") or "{}"
+        if tool.server is not None and tool.needs_approval:
+            await output.add(
+                {"id": new_id("mcpr_"), "type": "mcp_approval_request", "server_label": tool.server,
+                 "name": tool.remote_name, "arguments": arguments}
+            )  # fmt: skip
+            return True
+        outcome = await self._run(tool, arguments)
+        if tool.server is not None:
+            await output.add(_mcp_call(tool.server, tool.remote_name, arguments, outcome))
+        else:
+            text = outcome.output if outcome.error is None else f"Error: {outcome.error}"
+            await output.add({"id": new_id("fco_"), "type": "function_call_output", "call_id": item.get("call_id"), "output": text, "status": "completed"})
+        return False
+
+    async def _run_approved(self, output: Output, request: Item, approved: bool) -> None:
+        tool = self.toolbox.for_call(request.get("server_label") or "", request.get("name") or "")
+        arguments = request.get("arguments") or "{}"
+        if not approved:
+            outcome = ToolOutcome("", "The user declined this tool call.")
+        elif tool is None:
+            outcome = ToolOutcome("", f"The tool '{request.get('name')}' is not among this request's tools.")
+        else:
+            outcome = await self._run(tool, arguments)
+        item = _mcp_call(request.get("server_label") or "", request.get("name") or "", arguments, outcome)
+        item["approval_request_id"] = request.get("id")
+        await output.add(item)
+
+    async def _run(self, tool: HostedTool, arguments: str) -> ToolOutcome:
+        left = self._budget_left()
+        if left == 0:
+            return ToolOutcome("", "Not run: this response reached its max_tool_calls.")
+        self.tool_calls += 1
+        attributes = {"gen_ai.tool.name": tool.remote_name or tool.name, "aigw.mcp.server": tool.server or ""}
+        with self.tracing.span("aigw.agent.tool", attributes=attributes) as span:
+            outcome = await tool.run(arguments)
+            if outcome.error is not None:
+                span.set_attribute("error.message", outcome.error[:500])
+        return outcome
+
+
+def _mcp_call(server: str, name: str, arguments: str, outcome: ToolOutcome) -> Item:
+    return {
+        "id": new_id("mcp_"), "type": "mcp_call", "server_label": server, "name": name, "arguments": arguments,
+        "output": outcome.output if outcome.error is None else None, "error": outcome.error,
+        "status": "completed" if outcome.error is None else "failed", "approval_request_id": None,
+    }  # fmt: skip

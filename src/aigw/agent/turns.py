@@ -1,0 +1,118 @@
+"""One model turn of an agent run: a Responses request body in, the model's Responses answer out,
+whole or as a stream of event objects, through the endpoint's destinations and fallbacks.
+
+A destination that speaks the Responses API gets the body as it is (pass-through); any other gets it
+translated through the canonical model and its answer rendered back as Responses (the same encoders
+the /openai/v1/responses surface uses). Either way the agent loop sees one shape: Responses items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from aigw.call import Call
+from aigw.canonical import StreamEvent
+from aigw.errors import ErrorKind, GatewayError
+from aigw.http.sse import SSEParser
+from aigw.http.upstream import UpstreamResponse
+from aigw.providers.base import Provider
+from aigw.routing import Endpoint, call_with_fallback
+from aigw.surfaces.chat_flow import in_client_terms
+from aigw.wire import openai_responses
+
+WIRE = openai_responses.WIRE
+Event = dict[str, Any]
+
+
+async def whole_turn(call: Call, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+    """The model's answer to `body` as one Response object."""
+    body = {**body, "stream": False}
+
+    async def attempt(provider: Provider) -> dict[str, Any]:
+        call.upstream_start()
+        try:
+            if WIRE in provider.chat_wires:
+                upstream = await provider.forward(WIRE, body, False, None)
+                return _response_object(await upstream.read(), provider)
+            response = await provider.chat(openai_responses.decode_request(body))
+            return openai_responses.encode_response(response, body)
+        except GatewayError as error:
+            raise in_client_terms(error, openai_responses.PARAM_NAMES) from None
+        finally:
+            call.upstream_end()
+
+    provider, answer = await call_with_fallback(endpoint, call.attempts, attempt)
+    call.destination, call.model = provider.label, provider.destination.model
+    return answer
+
+
+async def streamed_turn(call: Call, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[Event]:
+    """The model's answer to `body` as Responses stream events, parsed. Fallback happens until the
+    first event is in; after that a failure ends the stream with `response.failed`."""
+    body = {**body, "stream": True}
+
+    async def attempt(provider: Provider) -> tuple[Event, AsyncIterator[Event]]:
+        call.upstream_start()
+        try:
+            if WIRE in provider.chat_wires:
+                events = _passed_events(await provider.forward(WIRE, body, True, None))
+            else:
+                events = _encoded_events(provider, body)
+            first = await anext(events, None)
+        except GatewayError as error:
+            call.upstream_end()
+            raise in_client_terms(error, openai_responses.PARAM_NAMES) from None
+        if first is None:
+            call.upstream_end()
+            raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"Destination '{provider.label}' sent an empty stream.", retryable=True)
+        return first, events
+
+    provider, (first, events) = await call_with_fallback(endpoint, call.attempts, attempt)
+    call.destination, call.model = provider.label, provider.destination.model
+    try:
+        yield first
+        async for event in events:
+            yield event
+    finally:
+        call.upstream_end()
+
+
+def _response_object(data: bytes, provider: Provider) -> dict[str, Any]:
+    try:
+        response = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        response = None
+    if not isinstance(response, dict) or not isinstance(response.get("output"), list):
+        raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"Destination '{provider.label}' sent a malformed response.", retryable=True)
+    return response
+
+
+async def _passed_events(upstream: UpstreamResponse) -> AsyncIterator[Event]:
+    parser = SSEParser()
+    try:
+        async for chunk in upstream.iter_chunks():
+            for sse in parser.feed(chunk):
+                if sse.data and sse.data != b"[DONE]":
+                    yield orjson.loads(sse.data)
+    finally:
+        upstream.close()
+
+
+async def _encoded_events(provider: Provider, body: dict[str, Any]) -> AsyncIterator[Event]:
+    """A translated stream rendered by the Responses encoder, then read back as objects: the encoder
+    is the one place that knows the event sequence, and a model's latency dwarfs the re-parse."""
+    encoder = openai_responses.StreamEncoder(body)
+    parser = SSEParser()
+    events: AsyncIterator[StreamEvent] = provider.stream_chat(openai_responses.decode_request(body)).__aiter__()
+    try:
+        async for event in events:
+            for sse in parser.feed(encoder.encode(event)):
+                yield orjson.loads(sse.data)
+        tail = encoder.finish()
+    except GatewayError as error:
+        tail = encoder.error(error)
+    for sse in parser.feed(tail):
+        yield orjson.loads(sse.data)
