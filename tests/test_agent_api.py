@@ -166,27 +166,45 @@ def test_streamed_response_in_order_with_done(client, agw, endpoint):
     assert client.responses.retrieve(done.id).output_text == "echo: stream me"
 
 
-def test_stream_event_order_golden(agw):
-    """A hosted MCP call between two model turns, streamed: one response, one sequence."""
-    body = {
-        "model": "anthropic", "input": '[[tool add {"a": 2, "b": 3}]]', "stream": True,
-        "tools": [{"type": "connection", "name": "weather"}],
-    }  # fmt: skip
-    events, _ = sse_events(post(agw, body))
-    shape = []
+def event_shapes(events: list[dict]) -> list[dict]:
+    """Each event's type, every field it carries (names), its output index and its item's kind
+    and state: what a golden file pins down without ids and timestamps."""
+    shapes = []
     for event in events:
-        entry = {"type": event["type"]}
+        shape = {"type": event["type"], "fields": sorted(event)}
         if "output_index" in event:
-            entry["output_index"] = event["output_index"]
+            shape["output_index"] = event["output_index"]
         if "item" in event:
-            entry["item"] = {k: event["item"].get(k) for k in ("type", "status", "name", "output", "error") if k in event["item"]}
-        shape.append(entry)
-    goldens.json("mcp_call_stream.json", shape)
+            item = event["item"]
+            shape["item"] = {k: item.get(k) for k in ("type", "status", "name", "output", "error") if k in item}
+            shape["item_fields"] = sorted(item)
+        shapes.append(shape)
+    return shapes
+
+
+@pytest.mark.parametrize(
+    ("golden", "endpoint", "input", "tools"),
+    [
+        ("mcp_call_stream.json", "anthropic", '[[tool add {"a": 2, "b": 3}]]', [{"type": "connection", "name": "weather"}]),
+        ("mcp_call_pass_through_stream.json", "openai", '[[tool add {"a": 2, "b": 3}]]', [{"type": "connection", "name": "weather"}]),
+        (
+            "function_and_client_call_stream.json", "gemini", '[[tool add_numbers {"a": 1}]] [[tool lookup {"query": "q"}]]',
+            [{"type": "hosted_function", "name": "add_numbers"}, CLIENT_TOOL],
+        ),
+    ],
+)
+def test_stream_event_order_golden(agw, client, golden, endpoint, input, tools):
+    """Hosted calls between model turns, streamed: one response, one sequence, every field."""
+    events, _ = sse_events(post(agw, {"model": endpoint, "input": input, "stream": True, "tools": tools}))
+    goldens.json(golden, event_shapes(events))
     for event in events:
-        for field in ("response", "item"):
-            if field == "response" and field in event:
-                assert set(event[field]) == RESPONSE_FIELDS
-    assert events[-1]["response"]["output"][-1]["content"][0]["text"] == "tool said: 5"
+        if "response" in event:
+            assert set(event["response"]) == RESPONSE_FIELDS
+    final = events[-1]["response"]
+    assert [e["item"] for e in events if e["type"] == "response.output_item.done"] == final["output"]
+    # The SDK takes the same stream, event by event.
+    kinds = [event.type for event in client.responses.create(model=endpoint, input=input, tools=tools, stream=True)]
+    assert kinds == [e["type"] for e in events]
 
 
 def test_input_items_and_delete(client):

@@ -62,8 +62,18 @@ class Output:
     async def start(self, response: dict[str, Any]) -> None:
         pass
 
+    async def open(self, item: Item) -> int:
+        """Place an item the gateway makes (a tool's call, listing or result); its final form
+        follows with `close`. The streamed output shows it in progress meanwhile."""
+        index = self._allocate()
+        self.items[index] = item
+        return index
+
+    async def close(self, index: int, item: Item) -> None:
+        self.items[index] = item
+
     async def add(self, item: Item) -> None:
-        self.items[self._allocate()] = item
+        await self.close(await self.open(item), item)
 
     async def turn(self, call: Call, endpoint: Endpoint, body: dict[str, Any], hosted: Toolbox) -> TurnResult:
         answer = await turns.whole_turn(call, endpoint, body)
@@ -101,10 +111,27 @@ class StreamedOutput(Output):
     async def start(self, response: dict[str, Any]) -> None:
         self._opening = response
 
-    async def add(self, item: Item) -> None:
-        index = self._allocate()
-        self.items[index] = item
+    async def open(self, item: Item) -> int:
+        index = await super().open(item)
         await self._emit({"type": "response.output_item.added", "output_index": index, "item": _in_progress(item)})
+        kind, at = item["type"], {"output_index": index, "item_id": item.get("id")}
+        if kind == "function_call":
+            await self._emit({"type": "response.function_call_arguments.delta", **at, "delta": item.get("arguments")})
+            await self._emit({"type": "response.function_call_arguments.done", **at, "arguments": item.get("arguments")})
+        elif kind == "mcp_call":
+            await self._emit({"type": "response.mcp_call_arguments.done", **at, "arguments": item.get("arguments")})
+            await self._emit({"type": "response.mcp_call.in_progress", **at})
+        elif kind == "mcp_list_tools":
+            await self._emit({"type": "response.mcp_list_tools.in_progress", **at})
+        return index
+
+    async def close(self, index: int, item: Item) -> None:
+        await super().close(index, item)
+        kind, at = item["type"], {"output_index": index, "item_id": item.get("id")}
+        if kind == "mcp_call":
+            await self._emit({"type": f"response.mcp_call.{'failed' if item.get('error') else 'completed'}", **at})
+        elif kind == "mcp_list_tools":
+            await self._emit({"type": "response.mcp_list_tools.completed", **at})
         await self._emit({"type": "response.output_item.done", "output_index": index, "item": item})
 
     async def turn(self, call: Call, endpoint: Endpoint, body: dict[str, Any], hosted: Toolbox) -> TurnResult:
@@ -165,8 +192,12 @@ class StreamedOutput(Output):
 
 
 def _in_progress(item: Item) -> Item:
-    """An item as its `output_item.added` event shows it: still in progress."""
-    if "status" in item and item.get("type") != "mcp_list_tools":
+    """An item as its `output_item.added` event shows it: still in progress, no result yet."""
+    if item.get("type") == "mcp_call":
+        return {**item, "status": "in_progress", "output": None, "error": None}
+    if item.get("type") == "function_call":
+        return {**item, "status": "in_progress", "arguments": ""}
+    if "status" in item:
         return {**item, "status": "in_progress"}
     return item
 
@@ -333,26 +364,38 @@ class AgentRun:
                  "name": tool.remote_name, "arguments": arguments}
             )  # fmt: skip
             return True
-        outcome = await self._run(tool, arguments)
         if tool.server is not None:
-            await output.add(_mcp_call(tool.server, tool.remote_name, arguments, outcome))
-        else:
-            text = outcome.output if outcome.error is None else f"Error: {outcome.error}"
-            await output.add({"id": new_id("fco_"), "type": "function_call_output", "call_id": item.get("call_id"), "output": text, "status": "completed"})
+            await self._mcp_call(output, tool, tool.server, tool.remote_name, arguments)
+            return False
+        outcome = await self._run(tool, arguments)
+        text = outcome.output if outcome.error is None else f"Error: {outcome.error}"
+        await output.add({"id": new_id("fco_"), "type": "function_call_output", "call_id": item.get("call_id"), "output": text, "status": "completed"})
         return False
 
     async def _run_approved(self, output: Output, request: Item, approved: bool) -> None:
-        tool = self.toolbox.for_call(request.get("server_label") or "", request.get("name") or "")
-        arguments = request.get("arguments") or "{}"
+        server, name = request.get("server_label") or "", request.get("name") or ""
+        tool = self.toolbox.for_call(server, name)
+        refusal = None
         if not approved:
-            outcome = ToolOutcome("", "The user declined this tool call.")
+            refusal = "The user declined this tool call."
         elif tool is None:
-            outcome = ToolOutcome("", f"The tool '{request.get('name')}' is not among this request's tools.")
-        else:
-            outcome = await self._run(tool, arguments)
-        item = _mcp_call(request.get("server_label") or "", request.get("name") or "", arguments, outcome)
-        item["approval_request_id"] = request.get("id")
-        await output.add(item)
+            refusal = f"The tool '{name}' is not among this request's tools."
+        await self._mcp_call(output, tool, server, name, request.get("arguments") or "{}", request.get("id"), refusal)
+
+    async def _mcp_call(
+        self, output: Output, tool: HostedTool | None, server: str, name: str, arguments: str,
+        approval_request_id: str | None = None, refusal: str | None = None,
+    ) -> None:  # fmt: skip
+        """One `mcp_call` item: shown in progress while the tool runs, then with its result."""
+        item = {
+            "id": new_id("mcp_"), "type": "mcp_call", "server_label": server, "name": name, "arguments": arguments,
+            "output": None, "error": None, "status": "in_progress", "approval_request_id": approval_request_id,
+        }  # fmt: skip
+        index = await output.open(item)
+        outcome = ToolOutcome("", refusal) if refusal is not None or tool is None else await self._run(tool, arguments)
+        failed = outcome.error is not None
+        final = {**item, "output": None if failed else outcome.output, "error": outcome.error, "status": "failed" if failed else "completed"}
+        await output.close(index, final)
 
     async def _run(self, tool: HostedTool, arguments: str) -> ToolOutcome:
         left = self._budget_left()
@@ -366,10 +409,3 @@ class AgentRun:
                 span.set_attribute("error.message", outcome.error[:500])
         return outcome
 
-
-def _mcp_call(server: str, name: str, arguments: str, outcome: ToolOutcome) -> Item:
-    return {
-        "id": new_id("mcp_"), "type": "mcp_call", "server_label": server, "name": name, "arguments": arguments,
-        "output": outcome.output if outcome.error is None else None, "error": outcome.error,
-        "status": "completed" if outcome.error is None else "failed", "approval_request_id": None,
-    }  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,6 +33,10 @@ log = logging.getLogger("aigw.agent")
 
 BASE = "/mlflow/v1/responses"
 RUNNING = ("queued", "in_progress")
+FINISHED = ("completed", "incomplete", "failed", "cancelled")
+# A background run still "in progress" this long after its maximum duration has lost the instance
+# that ran it (killed, not shut down): it is reported failed instead of pending forever.
+LOST_AFTER_GRACE_SECONDS = 60.0
 
 
 def not_found(id: str) -> GatewayError:
@@ -183,7 +188,7 @@ class AgentSurface(Surface):
     async def read(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)
         id, _, rest = request.path[len(BASE) + 1 :].partition("/")
-        stored = await self._own(principal, id)
+        stored = await self._settle_lost(await self._own(principal, id))
         if rest == "":
             await send_body(send, 200, orjson.dumps(stored.response))
         elif rest == "input_items":
@@ -215,6 +220,18 @@ class AgentSurface(Surface):
         if task is not None and cancelled is not None:
             task.cancel()
         await send_body(send, 200, orjson.dumps((cancelled or stored).response))
+
+    async def _settle_lost(self, stored: StoredResponse) -> StoredResponse:
+        runtime = self.gateway.agent
+        if stored.status not in RUNNING or stored.id in runtime.runs or stored.created_at is None:
+            return stored
+        age = datetime.now(timezone.utc) - stored.created_at
+        if age.total_seconds() < runtime.config.max_background_seconds + LOST_AFTER_GRACE_SECONDS:
+            return stored
+        message = "The background response was lost: the gateway instance running it stopped."
+        failed = {**stored.response, "status": "failed", "error": {"code": "server_error", "message": message}}
+        await asyncio.to_thread(runtime.responses.update, stored.id, "failed", failed, unless_status=FINISHED)
+        return await asyncio.to_thread(runtime.responses.get, stored.id) or stored
 
     async def _own(self, principal: Principal, id: str) -> StoredResponse:
         stored = await asyncio.to_thread(self.gateway.agent.responses.get, id) if id else None
