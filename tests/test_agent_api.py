@@ -532,3 +532,41 @@ def test_spans_follow_the_incoming_traceparent(client, agw):
     assert len(by_name["aigw.agent.turn"]) == 2 and len(by_name["aigw.agent.tool"]) == 1
     assert all(s["parent_span_id"] == root["span_id"] for s in by_name["aigw.agent.turn"] + by_name["aigw.agent.tool"])
     assert by_name["aigw.agent.tool"][0]["attributes"]["gen_ai.tool.name"] == "add_numbers"
+
+
+# --- many instances: state in the shared PostgreSQL ----------------------------------------------------
+
+
+def test_two_instances_share_responses_and_cancellations(request, fake_upstream, mcp_url, tmp_path):
+    """Responses live in the shared database: one instance's response is read, continued and
+    cancelled through another; a run stopped by its instance's shut-down ends failed, not pending."""
+    from tests.store_fixtures import _fresh_schema_url
+
+    config = agent_config(fake_upstream.url, mcp_url, tmp_path / "spans.jsonl")
+    env = {**SECRETS, "PYTHONPATH": str(ROOT), "AIGW_DATABASE_URL": _fresh_schema_url(request.config)}
+    first = start_gateway(config, env)
+    try:
+        second = start_gateway(config, env)  # same database: the first's admin token works here too
+        try:
+            a = openai.OpenAI(base_url=first.url + "/mlflow/v1", api_key=first.admin_token, max_retries=0)
+            b = openai.OpenAI(base_url=second.url + "/mlflow/v1", api_key=first.admin_token, max_retries=0)
+            made = a.responses.create(model="anthropic", input="remember me")
+            assert b.responses.retrieve(made.id).output_text == "echo: remember me"
+            continued = b.responses.create(model="anthropic", input="again", previous_response_id=made.id)
+            assert continued.output_text == "echo: again"
+            # A run on the first instance, cancelled through the second: the run never overwrites it.
+            running = a.responses.create(model="slow", input="cancel me elsewhere", background=True)
+            time.sleep(0.3)
+            assert b.responses.cancel(running.id).status == "cancelled"
+            time.sleep(MAX_BACKGROUND_SECONDS + 0.5)  # the first instance's run has ended by now
+            assert a.responses.retrieve(running.id).status == "cancelled"
+            # A run whose instance shuts down ends failed, and says why.
+            orphan = a.responses.create(model="slow", input="shut down under me", background=True)
+            time.sleep(0.3)
+            first.stop()
+            lost = b.responses.retrieve(orphan.id)
+            assert lost.status == "failed" and "shut down" in lost.error.message
+        finally:
+            cleanup(second)
+    finally:
+        cleanup(first)
