@@ -11,7 +11,6 @@ others are translated (Anthropic Messages, Gemini, Chat Completions)."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path

@@ -321,28 +321,18 @@ def _check_agent(settings: Settings, source: str) -> None:
     agent = settings.agent
     if agent.max_turns < 1 or agent.max_background_seconds <= 0:
         raise ConfigError(f"{source}: agent: max_turns must be at least 1 and max_background_seconds positive")
-    names: set[str] = set()
+    _check_tool_names([c.name for c in agent.connections], f"{source}: agent.connections", "connection")
+    _check_tool_names([f.name for f in agent.functions], f"{source}: agent.functions", "function")
     for i, connection in enumerate(agent.connections):
         where = f"{source}: agent.connections[{i}]"
-        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", connection.name):
-            raise ConfigError(f"{where}.name: '{connection.name}' must be 1 to 64 letters, digits, underscores or dashes")
-        if connection.name in names:
-            raise ConfigError(f"{where}.name: duplicate connection name '{connection.name}'")
-        names.add(connection.name)
         if (connection.url is None) == (connection.command is None):
             raise ConfigError(f"{where}: set either url (streamable HTTP) or command (stdio)")
         if connection.url is not None and not connection.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url: must be an http:// or https:// URL")
         if connection.timeout <= 0:
             raise ConfigError(f"{where}.timeout: must be positive")
-    names.clear()
     for i, function in enumerate(agent.functions):
         where = f"{source}: agent.functions[{i}]"
-        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", function.name):
-            raise ConfigError(f"{where}.name: '{function.name}' must be 1 to 64 letters, digits, underscores or dashes")
-        if function.name in names:
-            raise ConfigError(f"{where}.name: duplicate function name '{function.name}'")
-        names.add(function.name)
         if function.timeout <= 0:
             raise ConfigError(f"{where}.timeout: must be positive")
         try:
@@ -355,3 +345,14 @@ def _check_agent(settings: Settings, source: str) -> None:
             import opentelemetry.exporter.otlp.proto.http  # noqa: F401
         except ImportError:
             raise ConfigError(f"{source}: tracing.otlp_endpoint: needs the opentelemetry-exporter-otlp-proto-http package") from None
+
+
+def _check_tool_names(names: list[str], where: str, what: str) -> None:
+    """Names requests refer to tools by: unique, and valid tool names."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+            raise ConfigError(f"{where}[{i}].name: '{name}' must be 1 to 64 letters, digits, underscores or dashes")
+        if name in seen:
+            raise ConfigError(f"{where}[{i}].name: duplicate {what} name '{name}'")
+        seen.add(name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,15 @@ from sqlalchemy.engine import make_url
 BUSY_TIMEOUT_SECONDS = 10.0
 # Execution option set on a Connection before it begins: "take the write lock now" (SQLite only).
 WRITE_OPTION = "aigw_write"
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that commits on success; on SQLite it holds the write lock from its start."""
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
 
 
 def create_store_engine(url: str) -> Engine:

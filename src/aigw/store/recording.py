@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from aigw.recording.records import Attempt, PayloadRecord, UsageRecord, clean_text
-from aigw.store.engine import WRITE_OPTION
+from aigw.store.engine import write_transaction
 from aigw.store.schema import payload_records, usage_records
 
 GroupBy = Literal["endpoint", "principal", "model", "day"]
@@ -97,13 +97,11 @@ class RecordingStore:
         (same request_id) are skipped."""
         usage_rows = [self._values(usage_row(r), _USAGE_VALUES) for r in usage]
         payload_rows = [self._values(payload_row(r), _PAYLOAD_VALUES) for r in payloads]
-        with self._engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                if usage_rows:
-                    conn.exec_driver_sql(self._insert_usage, usage_rows)
-                if payload_rows:
-                    conn.exec_driver_sql(self._insert_payloads, payload_rows)
+        with write_transaction(self._engine) as conn:
+            if usage_rows:
+                conn.exec_driver_sql(self._insert_usage, usage_rows)
+            if payload_rows:
+                conn.exec_driver_sql(self._insert_payloads, payload_rows)
 
     def _values(self, row: dict[str, Any], columns: Callable[[dict[str, Any]], tuple[Any, ...]]) -> tuple[Any, ...]:
         values = columns(row)

@@ -10,8 +10,7 @@ one transaction and a write in another.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,7 +19,7 @@ import orjson
 from sqlalchemy import Connection, Engine, Integer, Row, Select, delete, insert, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
-from aigw.store.engine import WRITE_OPTION
+from aigw.store.engine import write_transaction
 from aigw.store.errors import AlreadyExists, NotFound
 from aigw.store.schema import responses
 
@@ -134,13 +133,8 @@ class ResponseStore:
         chain.reverse()
         return chain
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A committing transaction; on SQLite it takes the write lock at BEGIN."""
-        with self._engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+    def _write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self._engine)
 
 
 def _chain_query(id: str, limit: int) -> Select[tuple[str]]:

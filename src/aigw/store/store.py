@@ -8,7 +8,7 @@ connection, so one Store may be shared by any number of threads.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select,
 from sqlalchemy.exc import IntegrityError
 
 from aigw.store.access import AccessStore
-from aigw.store.engine import WRITE_OPTION, create_store_engine
+from aigw.store.engine import create_store_engine, write_transaction
 from aigw.store.errors import AlreadyExists, StoreError
 from aigw.store.migrate import upgrade_to_head
 from aigw.store.records import (
@@ -238,13 +238,8 @@ class Store:
         with self._engine.connect() as conn:
             yield conn
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A transaction that commits on success; on SQLite it holds the write lock from its start."""
-        with self._engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+    def _write(self) -> AbstractContextManager[Connection]:
+        return write_transaction(self._engine)
 
 
 def _check_name(name: str, what: str) -> None:
