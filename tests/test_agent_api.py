@@ -55,6 +55,8 @@ def agent_config(fake_url: str, mcp_url: str, span_file: Path) -> str:
         endpoints.append({"name": name, "destinations": [destination]})
     slow = {k: v.replace("{fake}", fake_url) for k, v in PROVIDER_DESTINATIONS["anthropic"].items()}
     endpoints.append({"name": "slow", "destinations": [{**slow, "model": "slow-4000"}]})
+    slow_openai = {k: v.replace("{fake}", fake_url) for k, v in PROVIDER_DESTINATIONS["openai"].items()}
+    endpoints.append({"name": "slow-openai", "destinations": [{**slow_openai, "model": "slow-4000"}]})
     endpoints.append({"name": "limited", "destinations": [slow], "rate_limits": [{"key": "endpoint", "tokens": 60}]})
     mcp_auth = {"Authorization": f"Bearer {MCP_TOKEN}"}
     config = {
@@ -465,13 +467,17 @@ def test_background_poll(client, endpoint):
     assert done.status == "completed" and done.output_text == "tool said: 5" and done.background is True
 
 
-def test_background_cancel(client, agw):
-    queued = client.responses.create(model="slow", input="take your time", background=True)
+@pytest.mark.parametrize("endpoint", ["slow", "slow-openai"])  # translated, passed through
+def test_background_cancel(client, agw, fake_upstream, endpoint):
+    fake_upstream.clear()
+    queued = client.responses.create(model=endpoint, input="take your time", background=True)
     time.sleep(0.3)
     cancelled = client.responses.cancel(queued.id)
     assert cancelled.status == "cancelled"
     time.sleep(0.5)
     assert client.responses.retrieve(queued.id).status == "cancelled"
+    (upstream,) = fake_upstream.requests
+    assert upstream["cancelled"]  # the model call was stopped, not left to run
     with pytest.raises(openai.BadRequestError):
         client.responses.cancel(client.responses.create(model="anthropic", input="x").id)  # not a background one
 
@@ -569,3 +575,12 @@ def test_two_instances_share_responses_and_cancellations(request, fake_upstream,
             cleanup(second)
     finally:
         cleanup(first)
+
+
+def test_forced_tool_choice_forces_the_first_turn_only(client, fake_upstream):
+    fake_upstream.clear()
+    tools = [{"type": "hosted_function", "name": "add_numbers"}]
+    response = client.responses.create(model="openai", input='[[tool add_numbers {"a": 5}]]', tools=tools, tool_choice="required")
+    assert response.status == "completed" and response.output_text == "tool said: 7"
+    first, second = (r["json"] for r in fake_upstream.requests)
+    assert first["tool_choice"] == "required" and second["tool_choice"] == "auto"

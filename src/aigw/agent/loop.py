@@ -305,7 +305,7 @@ class AgentRun:
                 raise RunCancelled
             turn += 1
             with self.tracing.span("aigw.agent.turn", attributes={"aigw.turn": turn, "aigw.endpoint": self.endpoint.name}) as span:
-                result = await output.turn(self.call, self.endpoint, self._turn_body(output), self.toolbox)
+                result = await output.turn(self.call, self.endpoint, self._turn_body(output, turn), self.toolbox)
                 self.usage = add_usage(self.usage, result.usage)
                 self.model = result.model or self.model
                 if result.usage is not None:
@@ -329,7 +329,7 @@ class AgentRun:
             if turn >= self.max_turns:
                 return "incomplete", "max_turns"
 
-    def _turn_body(self, output: Output) -> dict[str, Any]:
+    def _turn_body(self, output: Output, turn: int) -> dict[str, Any]:
         body = {k: v for k, v in self.body.items() if k not in LOOP_FIELDS}
         items = self.history + self.new_items + output.list()
         body["input"] = conversation.model_view(items, self.toolbox.model_name)
@@ -339,6 +339,8 @@ class AgentRun:
             choice = self.body.get("tool_choice")
             if self._budget_left() == 0:
                 choice = "none"  # the model answers with what it has
+            elif turn > 1 and (choice == "required" or isinstance(choice, dict)):
+                choice = "auto"  # a forced call was made in the first turn; forcing again would loop
             elif isinstance(choice, dict) and choice.get("type") == "mcp":
                 choice = "required"
             if choice is not None:
