@@ -1,8 +1,9 @@
 """OpenAI's Responses API at /openai/v1/responses, and at /codex/v1/responses for Codex CLI.
 
 Passed through to destinations that serve the Responses API (OpenAI, Azure OpenAI), so every field
-and event of it keeps working, `store` and `previous_response_id` included; translated through the
-canonical model to chat for every other provider, where the gateway keeps no state (yet).
+and event of it keeps working, `store` and `previous_response_id` included (kept by the vendor);
+translated through the canonical model to chat for every other provider, statelessly. The gateway
+keeps state itself, for any provider, at /mlflow/v1/responses (surfaces/agent.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class ResponsesCodec:
 
     def decode_request(self, body: Any) -> ChatRequest:
         if body.get("background"):
-            raise invalid("background responses need a stored response, which this destination does not keep.", "background")
+            raise invalid("background responses need a stored response, which this destination does not keep (/mlflow/v1/responses keeps them for any destination).", "background")
         return openai_responses.decode_request(body)
 
     def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes:
