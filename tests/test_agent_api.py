@@ -214,10 +214,22 @@ def test_input_items_and_delete(client):
     assert [i.content[0].text for i in items.data] == ["two", "one"]  # newest first
     ascending = client.responses.input_items.list(response.id, order="asc", limit=1)
     assert [i.content[0].text for i in ascending.data] == ["one"] and ascending.has_more
+    with pytest.raises(openai.BadRequestError):
+        client.responses.retrieve(response.id, stream=True)  # replaying a stored stream is not offered
     deleted = client.responses.delete(response.id)
     assert deleted is None or getattr(deleted, "deleted", True)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
+
+
+def test_a_client_leaving_a_stream_stops_the_run(agw, fake_upstream):
+    fake_upstream.clear()
+    with post(agw, {"model": "slow", "input": "never mind", "stream": True}, stream=True) as answer:
+        assert answer.status_code == 200  # headers only come with the first event: wait for the model
+    deadline = time.monotonic() + 5
+    while not (fake_upstream.requests and fake_upstream.requests[0]["cancelled"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_upstream.requests[0]["cancelled"]
 
 
 def test_store_false_is_not_kept(client):
@@ -282,6 +294,7 @@ def test_only_the_creator_sees_a_response(client, agw):
         ),
         ({"input": "x", "tools": [{"type": "connection", "name": "nope"}]}, 400, "tools[0]", "Unknown connection 'nope'"),
         ({"input": "x", "tools": [{"type": "uc_function", "uc_function": {"name": "nope"}}]}, 400, "tools[0]", "Unknown function 'nope'"),
+        ({"input": "x", "conversation": "conv_1"}, 400, "conversation", "previous_response_id"),
         ({"input": "x", "previous_response_id": "resp_missing"}, 404, "previous_response_id", "resp_missing"),
         ({"input": [{"type": "mcp_approval_response", "approval_request_id": "mcpr_x", "approve": True}]}, 400, "input[0]", "mcpr_x"),
         ({"input": "x", "tools": [{"type": "mcp", "server_label": "s", "server_url": "http://127.0.0.1:9/mcp"}]}, 424, "tools[0]", "MCP server 's'"),

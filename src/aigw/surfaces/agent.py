@@ -65,6 +65,8 @@ class AgentSurface(Surface):
             raise invalid("stream and background cannot both be true: poll a background response with GET instead.", "background")
         if background and body.get("store") is False:
             raise invalid("background responses must be stored: background requires store to be true.", "store")
+        if body.get("conversation") is not None:
+            raise invalid("conversation objects are not supported: continue a conversation with previous_response_id.", "conversation")
         endpoint, call = await self.begin(request, body["model"], "chat")
         runtime = self.gateway.agent
         history = await self._history(principal, body.get("previous_response_id"))
@@ -189,6 +191,8 @@ class AgentSurface(Surface):
         principal = await self.authenticate(request)
         id, _, rest = request.path[len(BASE) + 1 :].partition("/")
         stored = await self._settle_lost(await self._own(principal, id))
+        if request.query.get("stream") in ("true", "1"):
+            raise invalid("Streaming a stored response is not supported: retrieve it without stream.", "stream")
         if rest == "":
             await send_body(send, 200, orjson.dumps(stored.response))
         elif rest == "input_items":
