@@ -597,3 +597,14 @@ def test_forced_tool_choice_forces_the_first_turn_only(client, fake_upstream):
     assert response.status == "completed" and response.output_text == "tool said: 7"
     first, second = (r["json"] for r in fake_upstream.requests)
     assert first["tool_choice"] == "required" and second["tool_choice"] == "auto"
+
+
+def test_a_turns_hosted_calls_run_together(client):
+    started = time.monotonic()
+    response = client.responses.create(
+        model="anthropic", input='[[tool slow {"seconds": 1}]] [[tool slow {"seconds": 1}]] [[tool add {"a": 1, "b": 1}]]',
+        tools=[{"type": "connection", "name": "weather"}],
+    )  # fmt: skip
+    assert time.monotonic() - started < 1.8  # not 2 s one after the other
+    assert [(c.name, c.output) for c in items_of(response, "mcp_call")] == [("slow", "done"), ("slow", "done"), ("add", "2")]
+    assert response.output_text == "tool said: done | done | 2"

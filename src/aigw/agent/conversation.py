@@ -89,8 +89,13 @@ def approvals(history: list[Item], new: list[Item]) -> list[tuple[Item, bool]]:
 def model_view(items: Iterable[Item], model_name: Any) -> list[Item]:
     """What the model is given: gateway-only items left out, MCP calls as function calls with their
     outputs (`model_name(server, tool)` names them as the model knows them), and no item ids, which
-    a destination that keeps no state could take for references to items it does not have."""
+    a destination that keeps no state could take for references to items it does not have.
+
+    Consecutive MCP calls (the calls of one turn are) become one run of calls, then their outputs:
+    one assistant turn with parallel calls, the shape every provider takes."""
     view: list[Item] = []
+    calls: list[Item] = []
+    outputs: list[Item] = []
     for item in items:
         kind = item.get("type")
         if kind in GATEWAY_ONLY:
@@ -98,11 +103,12 @@ def model_view(items: Iterable[Item], model_name: Any) -> list[Item]:
         if kind == "mcp_call":
             call_id = item.get("id") or new_id("mcp_")
             name = model_name(item.get("server_label"), item.get("name"))
-            view.append({"type": "function_call", "call_id": call_id, "name": name, "arguments": item.get("arguments") or "{}"})
+            calls.append({"type": "function_call", "call_id": call_id, "name": name, "arguments": item.get("arguments") or "{}"})
             result = item.get("output") if item.get("error") is None else f"Error: {item.get('error')}"
-            view.append({"type": "function_call_output", "call_id": call_id, "output": result or ""})
-        elif kind == "reasoning":
-            view.append(item)  # its id goes with its encrypted content
-        else:
-            view.append({k: v for k, v in item.items() if k != "id"})
-    return view
+            outputs.append({"type": "function_call_output", "call_id": call_id, "output": result or ""})
+            continue
+        view += calls + outputs
+        calls, outputs = [], []
+        # A reasoning item's id goes with its encrypted content; other ids are left out.
+        view.append(item if kind == "reasoning" else {k: v for k, v in item.items() if k != "id"})
+    return view + calls + outputs

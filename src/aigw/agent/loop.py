@@ -10,6 +10,7 @@ did with them (a function call and its output, an `mcp_call`, an `mcp_approval_r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -316,14 +317,7 @@ class AgentRun:
                 await self.progress(self.response(output, "in_progress"))
             if not result.held:
                 return result.status, result.incomplete_reason
-            # A turn's calls to Python functions first, then their outputs: the shape of one assistant
-            # turn with parallel calls, as the model made them.
-            for item in result.held:
-                if self.toolbox.hosted[item["name"]].server is None:
-                    await output.add({**item, "status": "completed"})
-            waiting = False
-            for item in result.held:
-                waiting |= await self._hosted_call(output, item)
+            waiting = await self._hosted_calls(output, result.held)
             if waiting or self._client_calls_pending(output):
                 return "completed", None
             if turn >= self.max_turns:
@@ -356,23 +350,37 @@ class AgentRun:
         answered = {i.get("call_id") for i in items if i.get("type") in conversation.OUTPUTS}
         return any(i.get("type") in conversation.CALLS and i.get("call_id") not in answered for i in items)
 
-    async def _hosted_call(self, output: Output, item: Item) -> bool:
-        """Run (or hold for approval) one hosted call the model made; True if it awaits approval."""
-        tool = self.toolbox.hosted[item["name"]]
-        arguments = item.get("arguments") or "{}"
-        if tool.server is not None and tool.needs_approval:
-            await output.add(
-                {"id": new_id("mcpr_"), "type": "mcp_approval_request", "server_label": tool.server,
-                 "name": tool.remote_name, "arguments": arguments}
-            )  # fmt: skip
-            return True
-        if tool.server is not None:
-            await self._mcp_call(output, tool, tool.server, tool.remote_name, arguments)
-            return False
-        outcome = await self._run(tool, arguments)
-        text = outcome.output if outcome.error is None else f"Error: {outcome.error}"
-        await output.add({"id": new_id("fco_"), "type": "function_call_output", "call_id": item.get("call_id"), "output": text, "status": "completed"})
-        return False
+    async def _hosted_calls(self, output: Output, calls: list[Item]) -> bool:
+        """Run the hosted calls of one turn, together (a turn's calls do not depend on each other),
+        their items in the order the model made the calls: Python function calls, then MCP calls
+        shown in progress, then as each finishes in turn, its result. Calls that need approval are
+        held as `mcp_approval_request` items; True if there are any."""
+        waiting = False
+        runs: list[tuple[HostedTool, Item, int | None]] = []  # (tool, the model's call, mcp item index)
+        for item in calls:  # the function calls first: one assistant turn, as the model made it
+            if self.toolbox.hosted[item["name"]].server is None:
+                await output.add({**item, "status": "completed"})
+        for item in calls:
+            tool = self.toolbox.hosted[item["name"]]
+            arguments = item.get("arguments") or "{}"
+            if tool.server is None:
+                runs.append((tool, item, None))
+            elif tool.needs_approval:
+                waiting = True
+                await output.add(
+                    {"id": new_id("mcpr_"), "type": "mcp_approval_request", "server_label": tool.server,
+                     "name": tool.remote_name, "arguments": arguments}
+                )  # fmt: skip
+            else:
+                runs.append((tool, item, await output.open(_mcp_call(tool.server, tool.remote_name, arguments))))
+        outcomes = await asyncio.gather(*(self._run(tool, item.get("arguments") or "{}") for tool, item, _ in runs))
+        for (tool, item, index), outcome in zip(runs, outcomes):
+            if index is None:
+                text = outcome.output if outcome.error is None else f"Error: {outcome.error}"
+                await output.add({"id": new_id("fco_"), "type": "function_call_output", "call_id": item.get("call_id"), "output": text, "status": "completed"})
+            else:
+                await output.close(index, _finished(output.items[index], outcome))
+        return waiting
 
     async def _run_approved(self, output: Output, request: Item, approved: bool) -> None:
         server, name = request.get("server_label") or "", request.get("name") or ""
@@ -389,15 +397,9 @@ class AgentRun:
         approval_request_id: str | None = None, refusal: str | None = None,
     ) -> None:  # fmt: skip
         """One `mcp_call` item: shown in progress while the tool runs, then with its result."""
-        item = {
-            "id": new_id("mcp_"), "type": "mcp_call", "server_label": server, "name": name, "arguments": arguments,
-            "output": None, "error": None, "status": "in_progress", "approval_request_id": approval_request_id,
-        }  # fmt: skip
-        index = await output.open(item)
+        index = await output.open(_mcp_call(server, name, arguments, approval_request_id))
         outcome = ToolOutcome("", refusal) if refusal is not None or tool is None else await self._run(tool, arguments)
-        failed = outcome.error is not None
-        final = {**item, "output": None if failed else outcome.output, "error": outcome.error, "status": "failed" if failed else "completed"}
-        await output.close(index, final)
+        await output.close(index, _finished(output.items[index], outcome))
 
     async def _run(self, tool: HostedTool, arguments: str) -> ToolOutcome:
         left = self._budget_left()
@@ -411,3 +413,15 @@ class AgentRun:
                 span.set_attribute("error.message", outcome.error[:500])
         return outcome
 
+
+def _mcp_call(server: str, name: str, arguments: str, approval_request_id: str | None = None) -> Item:
+    """An `mcp_call` item before its result."""
+    return {
+        "id": new_id("mcp_"), "type": "mcp_call", "server_label": server, "name": name, "arguments": arguments,
+        "output": None, "error": None, "status": "in_progress", "approval_request_id": approval_request_id,
+    }  # fmt: skip
+
+
+def _finished(item: Item, outcome: ToolOutcome) -> Item:
+    failed = outcome.error is not None
+    return {**item, "output": None if failed else outcome.output, "error": outcome.error, "status": "failed" if failed else "completed"}
