@@ -35,6 +35,10 @@ LOOP_FIELDS = frozenset(
 )  # fmt: skip
 
 
+class RunCancelled(Exception):
+    """The response was cancelled (`POST .../cancel`) while it ran."""
+
+
 class TurnResult:
     """One model turn: the hosted calls it made (held back), and how it ended."""
 
@@ -89,10 +93,6 @@ class Output:
 
     async def finish(self, response: dict[str, Any]) -> None:
         pass
-
-
-class RunCancelled(Exception):
-    """The response was cancelled (`POST .../cancel`) while it ran."""
 
 
 class StreamedOutput(Output):
@@ -175,8 +175,7 @@ class StreamedOutput(Output):
         await self._out.close()
 
     async def fail(self, error: GatewayError, response: dict[str, Any]) -> None:
-        detail = openai_responses.encode_error(error)["error"]
-        await self._emit({"type": "error", "code": detail["code"] or detail["type"], "message": error.message, "param": error.param})
+        await self._emit({"type": "error", **openai_responses.error_event_fields(error)})
         await self.finish(response)
 
     async def _emit(self, event: Item) -> None:
@@ -279,8 +278,7 @@ class AgentRun:
                 status, reason = await self._loop(output)
             except GatewayError as error:
                 self.call.usage = self.usage
-                failure = {"code": openai_responses.failure_code(error), "message": error.message}
-                response = self.response(output, "failed", error=failure)
+                response = self.response(output, "failed", error=openai_responses.failure(error))
                 if isinstance(output, StreamedOutput) and output.started:
                     await output.fail(error, response)
                     return response

@@ -129,10 +129,13 @@ async def open_toolbox(
 
 
 def _reference(tool: dict[str, Any], nested: str | None, key: str, where: str) -> str:
-    holder = tool.get(nested) if nested else tool
-    name = holder.get("name") if isinstance(holder, dict) and nested else tool.get(key)
+    """The name a hosted-tool entry refers to: `tool[key]`, or `tool[nested]["name"]` (the uc_ aliases)."""
+    if nested is None:
+        name, at = tool.get(key), f"{where}.{key}"
+    else:
+        holder = tool.get(nested)
+        name, at = (holder.get("name") if isinstance(holder, dict) else None), f"{where}.{nested}.name"
     if not isinstance(name, str) or not name:
-        at = f"{where}.{nested}.name" if nested else f"{where}.{key}"
         raise invalid(f"Missing required parameter: '{at}'.", at)
     return name
 

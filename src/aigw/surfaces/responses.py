@@ -95,12 +95,9 @@ class ResponsesRelay(EventRelay):
         return ready
 
     def _failure(self, error: GatewayError) -> bytes:
-        detail = openai_chat.encode_error(error)["error"]
-        fields = {"code": detail["code"] or detail["type"], "message": error.message, "param": error.param}
-        out = self._event("error", fields)
+        out = self._event("error", openai_responses.error_event_fields(error))
         if self._response is not None:
-            failure = {"code": openai_responses.failure_code(error), "message": error.message}
-            response = {**self._response, "status": "failed", "error": failure}
+            response = {**self._response, "status": "failed", "error": openai_responses.failure(error)}
             out += self._event("response.failed", {"response": response})
         return out
 

@@ -77,7 +77,7 @@ from aigw.wire.openai_chat import encode_error, error_status
 
 __all__ = [
     "PARAM_NAMES", "WIRE", "StreamEncoder", "decode_request", "decode_usage", "encode_error", "encode_response",
-    "encode_usage", "error_status", "usage_from_event", "validate_request",
+    "encode_usage", "error_event_fields", "error_status", "failure", "failure_code", "usage_from_event", "validate_request",
 ]  # fmt: skip
 
 WIRE = "openai_responses"
@@ -140,6 +140,17 @@ FAILED_CODES = {ErrorKind.RATE_LIMIT: "rate_limit_exceeded", ErrorKind.INVALID_R
 def failure_code(error: GatewayError) -> str:
     """The `error.code` of a failed Response: one of the few codes the SDK's type accepts."""
     return FAILED_CODES.get(error.kind, "server_error")
+
+
+def failure(error: GatewayError) -> dict[str, Any]:
+    """The `error` object of a failed Response."""
+    return {"code": failure_code(error), "message": error.message}
+
+
+def error_event_fields(error: GatewayError) -> dict[str, Any]:
+    """The fields of the `error` stream event that precedes `response.failed`."""
+    detail = encode_error(error)["error"]
+    return {"code": detail["code"] or detail["type"], "message": error.message, "param": error.param}
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
@@ -861,12 +872,8 @@ class StreamEncoder:
     def error(self, error: GatewayError) -> bytes:
         """An error after the stream started: an `error` event, then `response.failed` with the
         items finished so far."""
-        out = self._ensure_started()
-        body = encode_error(error)["error"]
-        fields = {"code": body["code"] or body["type"], "message": error.message, "param": error.param}
-        out += self._event("error", fields)
-        failure = {"code": failure_code(error), "message": error.message}
-        out += self._event("response.failed", {"response": self._response("failed", error=failure)})
+        out = self._ensure_started() + self._event("error", error_event_fields(error))
+        out += self._event("response.failed", {"response": self._response("failed", error=failure(error))})
         return out + self._done()
 
     # -- framing and lifecycle
