@@ -54,6 +54,10 @@ def _config(fake: str) -> str:
         {"name": "tpm", "destinations": [_compat(fake)], "rate_limits": [{"key": "endpoint", "tokens": TPM}]},
         {"name": "per-user", "destinations": [_compat(fake)], "rate_limits": [{"key": "user", "calls": 2}]},
     ]
+    endpoints += [
+        {"name": f"count-{surface}", "destinations": [_compat(fake)], "rate_limits": [{"key": "endpoint", "calls": 2}]}
+        for surface in ("anthropic", "gemini")
+    ]
     return yaml.safe_dump({"server": {"token_refresh_seconds": 0.3}, "endpoints": endpoints}, sort_keys=False)
 
 
@@ -128,6 +132,41 @@ def test_qpm_gemini_shape(gateway):
     assert (error.code, error.status) == (429, "RESOURCE_EXHAUSTED")
     assert "'qpm-gemini'" in error.message
     assert_limit_headers(error.response.headers, QPM)
+
+
+# -- token counts are calls too ----------------------------------------------------------------------------
+
+
+def test_token_counts_are_limited_and_recorded(gateway):
+    """count_tokens / countTokens cost the upstream nothing but are still calls: admitted by the
+    endpoint's limits (or they would be an unmetered way to reach the upstream) and recorded."""
+    claude = anthropic.Anthropic(base_url=gateway.url + "/anthropic", api_key=gateway.admin_token, max_retries=0, timeout=20)
+    messages = [{"role": "user", "content": "count these"}]
+    for _ in range(2):
+        assert claude.messages.count_tokens(model="count-anthropic", messages=messages).input_tokens > 0
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        claude.messages.count_tokens(model="count-anthropic", messages=messages)
+    assert "'count-anthropic'" in refused.value.body["error"]["message"]
+
+    gem = genai.Client(api_key=gateway.admin_token, http_options=genai_types.HttpOptions(base_url=gateway.url + "/gemini", timeout=20_000))
+    for _ in range(2):
+        assert gem.models.count_tokens(model="count-gemini", contents="count these").total_tokens > 0
+    with pytest.raises(genai_errors.ClientError) as caught:
+        gem.models.count_tokens(model="count-gemini", contents="count these")
+    assert (caught.value.code, caught.value.status) == (429, "RESOURCE_EXHAUSTED")
+
+    deadline = time.monotonic() + 10
+    while True:
+        records = [r for r in gateway.usage_records() if r["endpoint"].startswith("count-")]
+        if len(records) >= 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    seen = sorted((r["surface"], r["status"]) for r in records)
+    assert seen == [("anthropic_count_tokens", 200)] * 2 + [("anthropic_count_tokens", 429)] + [
+        ("gemini_count_tokens", 200)
+    ] * 2 + [("gemini_count_tokens", 429)], seen
+    assert all(r["destination"] == "openai_compatible/limited" for r in records if r["status"] == 200)
+    assert all(r["total_tokens"] is None for r in records)  # counting used no tokens
 
 
 # -- TPM with the real usage --------------------------------------------------------------------------------

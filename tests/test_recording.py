@@ -527,7 +527,7 @@ async def test_a_timed_out_insert_that_committed_is_not_stored_twice(store: Stor
 def test_metrics_exposition_parses_and_counts() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    metrics = UsageMetrics()
+    metrics = UsageMetrics(is_endpoint=every_name)
     metrics.observe(usage(1, latency_ms=250.0, upstream_latency_ms=249.0))
     metrics.observe(usage(2, latency_ms=5.0, upstream_latency_ms=4.9))
     metrics.observe(usage(3, status=502, error="upstream", destination='we"ird\\dest'))
@@ -559,7 +559,7 @@ def test_metrics_exposition_parses_and_counts() -> None:
 async def test_the_writer_feeds_metrics_and_reports_its_counters(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    metrics = UsageMetrics()
+    metrics = UsageMetrics(is_endpoint=every_name)
     sink = FakeSink()
     writer = fast_writer(sink, tmp_path / "spill", observe=metrics.observe)
     await writer.start()
@@ -576,7 +576,7 @@ async def test_the_writer_feeds_metrics_and_reports_its_counters(tmp_path: Path)
 
 
 def test_metrics_cap_the_number_of_series() -> None:
-    metrics = UsageMetrics(max_series=3)
+    metrics = UsageMetrics(is_endpoint=every_name, max_series=3)
     for i in range(10):
         metrics.observe(usage(i, endpoint=f"client-chosen-{i}"))
     text = metrics.render()
@@ -584,10 +584,27 @@ def test_metrics_cap_the_number_of_series() -> None:
     assert 'aigw_requests_total{endpoint="__other__",destination="__other__",status_class="2xx"} 7' in text
 
 
+def test_metrics_label_only_endpoints_that_exist() -> None:
+    """Junk `model` names (each a 404 record) are counted under one `__unknown__` label: they can
+    neither grow the series nor push a real endpoint out under `__other__`."""
+    metrics = UsageMetrics(is_endpoint=lambda name: name == "chat", max_series=3)
+    for i in range(5000):
+        metrics.observe(usage(i, endpoint=f"junk-{i}", status=404, destination=None))
+    metrics.observe(usage(1))
+    text = metrics.render()
+    assert "junk-" not in text and "__other__" not in text
+    assert 'aigw_requests_total{endpoint="__unknown__",destination="",status_class="4xx"} 5000' in text
+    assert 'aigw_requests_total{endpoint="chat",destination="openai/gpt-4o",status_class="2xx"} 1' in text
+
+
+def every_name(name: str) -> bool:
+    return True
+
+
 def test_per_record_cost_of_submit_and_observe(tmp_path: Path) -> None:
     """Not a benchmark gate (shared CI machines are noisy), just a guard against a regression by an
     order of magnitude; the figure is printed for the record (`pytest -s`)."""
-    metrics = UsageMetrics()
+    metrics = UsageMetrics(is_endpoint=every_name)
     writer = RecordWriter(FakeSink(), tmp_path / "spill", observe=metrics.observe, buffer_limit=10**6, batch_size=10**6)
     records = [usage(i % 100) for i in range(50_000)]
     started = time.perf_counter()

@@ -46,7 +46,7 @@ class Gateway:
             store, refresh_seconds=settings.server.token_refresh_seconds, permissions=self.permissions
         )
         self.limiter = Limiter(settings)
-        self.metrics = UsageMetrics()
+        self.metrics = UsageMetrics(is_endpoint=self._is_endpoint)
         self.records = RecordWriter(
             RecordingStore(store.engine), settings.data_path() / "spill", observe=self.metrics.observe
         )
@@ -66,6 +66,9 @@ class Gateway:
         # Unknown paths: the shape of the surface whose prefix they carry, else OpenAI's.
         self._unknown_path_renderers = [(p, s.error_response) for s in surfaces for p in s.path_prefixes]
         self._fallback_renderer: ErrorRenderer = surfaces[0].error_response
+
+    def _is_endpoint(self, name: str) -> bool:
+        return self.router is not None and name in self.router.endpoints
 
     # --- lifecycle ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ route that calls `render`.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aigw.recording.records import UsageRecord
@@ -31,6 +31,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")  # index: status // 100, 0 when out of range
 OVERFLOW_LABEL = "__other__"
+UNKNOWN_ENDPOINT_LABEL = "__unknown__"  # a `model` that names no endpoint (the request got a 404)
 DEFAULT_MAX_SERIES = 2000
 
 
@@ -64,10 +65,13 @@ class _Series:
 
 
 class UsageMetrics:
-    def __init__(self, max_series: int = DEFAULT_MAX_SERIES) -> None:
-        """`max_series` bounds memory and scrape size: endpoint names come from clients (an unknown
-        `model` still yields a 404 record), so past the bound new pairs are counted as `__other__`."""
+    def __init__(self, is_endpoint: Callable[[str], bool], max_series: int = DEFAULT_MAX_SERIES) -> None:
+        """A record's endpoint is what the client named (an unknown `model` still yields a 404
+        record): only names `is_endpoint` knows become labels, every other one is counted under
+        `__unknown__`, so junk names can neither grow the series nor push real endpoints out.
+        `max_series` still bounds memory and scrape size (past it: `__other__`)."""
         self._series: dict[tuple[str, str | None], _Series] = {}
+        self._is_endpoint = is_endpoint
         self._max_series = max_series
 
     def observe(self, record: UsageRecord) -> None:
@@ -96,6 +100,12 @@ class UsageMetrics:
             series.output_tokens += record.output_tokens
 
     def _add(self, key: tuple[str, str | None]) -> _Series:
+        """A new series, on first sight of a pair (so the predicate is off the hot path)."""
+        if not self._is_endpoint(key[0]):
+            key = (UNKNOWN_ENDPOINT_LABEL, None)
+            existing = self._series.get(key)
+            if existing is not None:
+                return existing
         if len(self._series) >= self._max_series:
             key = (OVERFLOW_LABEL, OVERFLOW_LABEL)
             existing = self._series.get(key)

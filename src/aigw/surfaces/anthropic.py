@@ -17,9 +17,8 @@ from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
 from aigw.providers.base import Provider
-from aigw.routing import call_with_fallback
-from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, serve_chat, usage_of_json
-from aigw.surfaces.common import Handler, Surface, json_error, request_tags
+from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import anthropic
 
 PREFIX = "/anthropic/v1"
@@ -79,24 +78,24 @@ class AnthropicSurface(Surface):
         await serve_chat(call, request, send, endpoint, body, self.codec, stream, vendor_headers(request))
 
     async def count_tokens(self, request: Request, send: Send) -> None:
-        principal = await self.authenticate(request)
-        request_tags(request)
+        """Counting is free upstream but not at the gateway: it is admitted by the endpoint's limits
+        and recorded like any call (with no tokens used), so it cannot be an unmetered channel."""
+        self.open_call(request, "anthropic_count_tokens")
+        await self.authenticate(request)
         body = await self.json_body(request)
         # A count_tokens body is a Messages body without max_tokens: validate it as one.
         as_messages = {"max_tokens": 1, **body} if isinstance(body, dict) else body
         anthropic.validate_request(as_messages)
-        endpoint = self.gateway.router.endpoint(body["model"], "chat")
-        self.authorize(principal, endpoint.name)
+        endpoint, call = await self.begin(request, body["model"], "chat")
         canonical = anthropic.decode_request(as_messages)
 
-        async def attempt(provider: Provider) -> bytes:
+        async def attempt(provider: Provider) -> tuple[bytes, None]:
             if self.codec.wire in provider.chat_wires:
                 upstream = await provider.forward_count_tokens(self.codec.wire, body, vendor_headers(request))
-                return await upstream.read()
-            return orjson.dumps({"input_tokens": await provider.count_tokens(canonical)})
+                return await upstream.read(), None
+            return orjson.dumps({"input_tokens": await provider.count_tokens(canonical)}), None
 
-        _, data = await call_with_fallback(endpoint, [], attempt)
-        await send_body(send, 200, data)
+        await serve_whole(call, send, endpoint, attempt)
 
     async def models(self, request: Request, send: Send) -> None:
         principal = await self.authenticate(request)

@@ -53,6 +53,9 @@ class Surface:
 
     # Paths under these prefixes that match no route still get this surface's error shape.
     path_prefixes: tuple[str, ...] = ()
+    # Whether a `?key=` query parameter may carry the token. Only Gemini's REST clients send one;
+    # elsewhere a token in the URL would only end up in proxy and access logs, so it is not read.
+    query_token = False
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -70,7 +73,7 @@ class Surface:
         return call
 
     async def authenticate(self, request: Request) -> Principal:
-        principal = await self.gateway.auth.authenticate(request.headers, request.query)
+        principal = await self.gateway.auth.authenticate(request.headers, request.query if self.query_token else None)
         if request.call is not None:
             request.call.principal = principal
         return principal

@@ -19,9 +19,8 @@ from aigw.http.asgi import JSON_HEADERS, SSE_HEADERS, Request, Send, send_body
 from aigw.http.sse import SSEParser
 from aigw.policies.auth import Principal
 from aigw.providers.base import Provider
-from aigw.routing import call_with_fallback
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, StreamRelay, serve_chat, serve_whole, usage_of_json
-from aigw.surfaces.common import Handler, Surface, json_error, request_tags
+from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import gemini
 
 VERSIONS = ("/gemini/v1beta", "/gemini/v1")
@@ -112,6 +111,7 @@ class JsonArrayRelay:
 
 class GeminiSurface(Surface):
     path_prefixes = ("/gemini/",)
+    query_token = True  # Gemini REST clients send `?key=`
 
     def routes(self) -> Iterable[tuple[str, str, Handler]]:
         for version in VERSIONS:
@@ -128,8 +128,8 @@ class GeminiSurface(Surface):
         handler = self._methods.get(method)
         if not name or handler is None:
             raise GatewayError(ErrorKind.NOT_FOUND, f"Unknown method: {request.method} {request.path}")
-        if method != "countTokens":  # token counts are free: not recorded
-            self.open_call(request, "gemini")
+        # Token counts are free upstream but still calls here: admitted by limits and recorded.
+        self.open_call(request, "gemini_count_tokens" if method == "countTokens" else "gemini")
         principal = await self.authenticate(request)
         self.authorize(principal, name)
         body = await self.json_body(request)
@@ -145,17 +145,15 @@ class GeminiSurface(Surface):
     async def _count_tokens(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         generate_request = gemini.generate_request_of_count(body)
         gemini.validate_request(generate_request)
-        endpoint = self.gateway.router.endpoint(name, "chat")
-        request_tags(request)
+        endpoint, call = await self.begin(request, name, "chat")
         canonical = gemini.decode_request(generate_request, name)
 
-        async def attempt(provider: Provider) -> bytes:
+        async def attempt(provider: Provider) -> tuple[bytes, None]:
             if gemini.WIRE in provider.chat_wires:
-                return await (await provider.forward_count_tokens(gemini.WIRE, body)).read()
-            return orjson.dumps({"totalTokens": await provider.count_tokens(canonical)})
+                return await (await provider.forward_count_tokens(gemini.WIRE, body)).read(), None
+            return orjson.dumps({"totalTokens": await provider.count_tokens(canonical)}), None
 
-        _, data = await call_with_fallback(endpoint, [], attempt)
-        await send_body(send, 200, data)
+        await serve_whole(call, send, endpoint, attempt)
 
     async def _embed(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         endpoint, call = await self.begin(request, name, "embeddings")
