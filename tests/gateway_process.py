@@ -60,8 +60,12 @@ class GatewayProcess:
                 self.process.wait()
 
 
-def start_gateway(config: str | None = None, env: dict[str, str] | None = None, timeout: float = 30.0) -> GatewayProcess:
-    data_dir = Path(tempfile.mkdtemp(prefix="aigw-test-"))
+def start_gateway(
+    config: str | None = None, env: dict[str, str] | None = None, timeout: float = 30.0, data_dir: Path | None = None
+) -> GatewayProcess:
+    """A gateway on a fresh data directory, or on `data_dir` again (a restart: no new admin token
+    is printed, the caller keeps the first one)."""
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="aigw-test-"))
     port = free_port()
     # A developer's own AIGW_* variables must not leak into the gateway under test.
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_")}
@@ -73,7 +77,7 @@ def start_gateway(config: str | None = None, env: dict[str, str] | None = None, 
         args += ["--config", str(config_path)]
         full_env["AIGW_CONFIG"] = str(config_path)
     # stdout to a file: it holds the admin token on a first start, and nothing otherwise.
-    with open(data_dir / "gateway.log", "wb") as log, open(data_dir / "stdout.txt", "wb") as out:
+    with open(data_dir / "gateway.log", "ab") as log, open(data_dir / "stdout.txt", "ab") as out:
         process = subprocess.Popen(args, env=full_env, stdout=out, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

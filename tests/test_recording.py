@@ -165,6 +165,48 @@ async def test_writes_full_batches_at_once_and_the_rest_on_the_interval(tmp_path
     assert writer.stats().written == 250 and writer.stats().buffered == 0
 
 
+async def test_durable_mode_writes_records_to_disk_before_returning(tmp_path: Path) -> None:
+    """write_ahead returns once the records are fsync'd in a spill file (a kill -9 after it loses
+    nothing); concurrent requests share fsyncs; the writer stores the records by replaying the
+    files, and removes them once stored."""
+    sink = FakeSink()
+    spill_dir = tmp_path / "spill"
+    writer = fast_writer(sink, spill_dir, durable=True)
+    appends: list[int] = []
+    real_append = writer._spill.append
+
+    def counting_append(records: Sequence[object]) -> None:
+        appends.append(len(records))
+        real_append(records)  # type: ignore[arg-type]
+
+    writer._spill.append = counting_append  # type: ignore[method-assign]
+    await writer.start()
+    await writer.write_ahead([usage(0), payload(0)])
+    on_disk = b"".join(p.read_bytes() for p in spill_dir.glob("records-*.jsonl"))
+    assert b'"req-000000"' in on_disk and on_disk.count(b"\n") == 2  # before anything reached the store
+
+    await asyncio.gather(*(writer.write_ahead([usage(i)]) for i in range(1, 201)))
+    assert sum(appends) == 202 and len(appends) < 20, appends  # group commit: one fsync serves many
+    await until(lambda: sink.usage_count() == 201, what="the replayed records")
+    await until(lambda: not list(spill_dir.glob("records-*.jsonl")), what="stored files removed")
+    await writer.close()
+    assert writer.stats().journaled == 202 and writer.stats().written == 202
+
+
+async def test_durable_mode_keeps_records_in_memory_when_the_disk_refuses(tmp_path: Path) -> None:
+    sink = FakeSink()
+    writer = fast_writer(sink, tmp_path / "spill", durable=True)
+    await writer.start()
+
+    def full_disk(records: Sequence[object]) -> None:
+        raise OSError(28, "No space left on device")
+
+    writer._spill.append = full_disk  # type: ignore[method-assign]
+    await writer.write_ahead([usage(1)])  # answered anyway: the record waits in memory instead
+    await until(lambda: sink.usage_count() == 1, what="the record, through the memory path")
+    await writer.close()
+
+
 async def test_submit_never_blocks_nor_raises(tmp_path: Path) -> None:
     def broken_observe(_record: UsageRecord) -> None:
         raise RuntimeError("metrics bug")

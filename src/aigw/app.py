@@ -20,6 +20,7 @@ from aigw.policies.permissions import Permissions, public_endpoints
 from aigw.call import Call
 from aigw.policies.limits import Limiter
 from aigw.recording.metrics import UsageMetrics
+from aigw.recording.records import Record
 from aigw.recording.writer import RecordWriter
 from aigw.routing import DEMO_ENDPOINT, Router
 from aigw.store import Store
@@ -47,8 +48,10 @@ class Gateway:
         )
         self.limiter = Limiter(settings)
         self.metrics = UsageMetrics(is_endpoint=self._is_endpoint)
+        self.records_durable = settings.recording.durable
         self.records = RecordWriter(
-            RecordingStore(store.engine), settings.data_path() / "spill", observe=self.metrics.observe
+            RecordingStore(store.engine), settings.data_path() / "spill", observe=self.metrics.observe,
+            durable=self.records_durable,
         )
         self.agent = AgentRuntime(settings, store.engine)
         self.router: Router | None = None
@@ -109,31 +112,50 @@ class Gateway:
         route = self.routes.get((request.method, path.rstrip("/") or "/")) or self._prefix_route(request.method, path)
         if route is None:
             renderer = next((r for p, r in self._unknown_path_renderers if path.startswith(p)), self._fallback_renderer)
-            await self._send_error(send, renderer, unknown_route(request))
+            await self._send_error(send, renderer, unknown_route(request), None)
             return
         handler, render_error = route
+        if self.records_durable:
+            send = self._writing_ahead(request, send)
         status, message = 200, None
         try:
             await handler(request, send)
         except GatewayError as error:
-            status, message = await self._send_error(send, render_error, error), error.message
+            status, message = await self._send_error(send, render_error, error, request.call), error.message
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
             error = GatewayError(ErrorKind.INTERNAL, "Internal gateway error.")
-            status, message = await self._send_error(send, render_error, error), error.message
+            status, message = await self._send_error(send, render_error, error, request.call), error.message
         finally:
-            if request.call is not None:
+            if request.call is not None and not request.call.closed:
                 self.finish_call(request.call, status, message)
 
     def finish_call(self, call: Call, status: int, error: str | None) -> None:
         """The request is over: record it and settle its rate-limit charge with the real tokens."""
+        for record in self._close_call(call, status, error):
+            self.records.submit(record)
+
+    def _close_call(self, call: Call, status: int, error: str | None) -> list[Record]:
+        call.closed = True
         record = call.usage_record(status, error)
-        self.records.submit(record)
-        payload = call.payload_record(record)
-        if payload is not None:
-            self.records.submit(payload)
         if call.admission is not None:
             self.limiter.settle(call.admission, record.total_tokens or 0)
+        payload = call.payload_record(record)
+        return [record] if payload is None else [record, payload]
+
+    def _writing_ahead(self, request: Request, send: Send) -> Send:
+        """Durable recording: the answer's last byte waits until the request's records are on disk."""
+        status = 200
+
+        async def send_after_records(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif not message.get("more_body") and request.call is not None and not request.call.closed:
+                await self.records.write_ahead(self._close_call(request.call, status, request.call.error))
+            await send(message)
+
+        return send_after_records
 
     def _prefix_route(self, method: str, path: str) -> tuple[Handler, ErrorRenderer] | None:
         for route_method, prefix, handler, render in self.prefix_routes:
@@ -142,8 +164,10 @@ class Gateway:
         return None
 
     @staticmethod
-    async def _send_error(send: Send, render: ErrorRenderer, error: GatewayError) -> int:
+    async def _send_error(send: Send, render: ErrorRenderer, error: GatewayError, call: Call | None) -> int:
         """Send `error` in the surface's shape; the status the client got."""
+        if call is not None:
+            call.error = error.message
         status, body, headers = render(error)
         try:
             await send_body(send, status, body, headers)

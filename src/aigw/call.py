@@ -45,6 +45,7 @@ class Call:
     __slots__ = (
         "request_id", "event_time", "started", "surface", "user_agent", "principal", "endpoint", "tags", "streamed",
         "destination", "model", "attempts", "usage", "upstream_started", "upstream_ended", "admission", "payload",
+        "error", "closed",
     )  # fmt: skip
 
     def __init__(self, surface: str, headers: dict[str, str]) -> None:
@@ -67,6 +68,8 @@ class Call:
         self.upstream_ended: float | None = None
         self.admission: Any = None  # the rate limiter's, settled with the real token count
         self.payload: Payload | None = None
+        self.error: str | None = None  # the message of the error the client is answered with
+        self.closed = False  # its records are made: nothing more is accounted
 
     def log_payload(self, config: PayloadLoggingConfig, body: bytes) -> None:
         """Keep the bodies of this call if the endpoint logs payloads and the sample picks it."""

@@ -144,6 +144,14 @@ class ServerConfig(Config):
     token_refresh_seconds: float = 2.0
 
 
+class RecordingConfig(Config):
+    """How usage and payload records reach the store (see aigw.recording.writer)."""
+
+    # Write each request's records to disk (fsync'd, shared by concurrent requests) before its
+    # answer completes, so a crash loses none; otherwise about a second of records can be lost.
+    durable: bool = False
+
+
 class Settings(Config):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     data_dir: str | None = None
@@ -154,6 +162,7 @@ class Settings(Config):
     endpoints: list[EndpointConfig] = []
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
+    recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
 
     def data_path(self) -> Path:
         return Path(self.data_dir or Path.home() / ".aigw").expanduser()

@@ -156,6 +156,7 @@ def _writer_lines(stats: WriterStats) -> Iterator[str]:
         ("aigw_records_written_total", "counter", "Records stored by the record writer.", stats.written),
         ("aigw_records_buffered", "gauge", "Records held in memory, waiting for the store.", stats.buffered),
         ("aigw_records_spilled_total", "counter", "Records written to spill files while the store lagged.", stats.spilled),
+        ("aigw_records_journaled_total", "counter", "Records written to disk before their answer (durable mode).", stats.journaled),
         ("aigw_records_replayed_total", "counter", "Spilled records read back and stored.", stats.replayed),
         ("aigw_records_rejected_total", "counter", "Records the store refused (kept in rejected files).", stats.rejected),
         ("aigw_record_store_failures_total", "counter", "Failed or timed-out store writes.", stats.failures),
