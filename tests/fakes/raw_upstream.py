@@ -17,7 +17,7 @@ one destination serves every fault:
     reset           the head and part of the body (streams: the first event), then a TCP reset
     endless_head    a header value that never ends (64 KiB pieces, up to 200 MB)
     many_headers    10,000 small headers
-    huge_event      a stream whose first event never ends (1 MiB pieces, up to HUGE_EVENT_BYTES)
+    huge_event      a stream whose first event never ends (1 MiB pieces 15 ms apart, up to HUGE_EVENT_BYTES)
     huge_event_late the same after one complete event
     garbage         a 200 that is not what was asked: HTML for a whole answer, JSON for a stream
     big_error       a 500 whose body is about 5 MB
@@ -99,8 +99,9 @@ class RawUpstream:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def count(self, fault: str) -> int:
-        return sum(1 for exchange in list(self.requests) if exchange.fault == fault)
+    def count(self, model: str) -> int:
+        """Requests sent for the upstream model `model` (the body's, or Gemini's in the path)."""
+        return sum(1 for exchange in list(self.requests) if exchange.body.get("model") == model or f"/models/{model}:" in exchange.path)
 
     # --- the connection ----------------------------------------------------------------------------
 
@@ -259,6 +260,7 @@ async def _send_huge_event(writer: asyncio.StreamWriter) -> None:
     for _ in range(HUGE_EVENT_BYTES >> 20):
         writer.write(_chunk(piece))
         await writer.drain()
+        await asyncio.sleep(0.015)  # about a second for 64 MiB: long enough to watch the gateway meanwhile
 
 
 def _whole_head(length: int, content_type: str = "application/json") -> bytes:
