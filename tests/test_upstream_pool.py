@@ -117,3 +117,14 @@ async def test_a_silent_upstream_is_a_504_after_the_timeout(raw: RawUpstream, cl
     error, elapsed = await failure(client, chat(raw, "hang_head"))
     assert error.status == 504 and error.retryable
     assert LIMITS.timeout <= elapsed < LIMITS.timeout + 0.4
+
+
+@pytest.mark.parametrize("field", ["total_timeout", "max_response_bytes", "max_event_bytes"])
+def test_the_limits_must_be_positive(tmp_path, field: str) -> None:
+    from aigw.config import ConfigError, load_settings
+
+    path = tmp_path / "aigw.yaml"
+    destination = {"provider": "openai_compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1", field: 0}
+    path.write_text(orjson.dumps({"endpoints": [{"name": "e", "destinations": [destination]}]}).decode())
+    with pytest.raises(ConfigError, match=field):
+        load_settings(path, environ={})
