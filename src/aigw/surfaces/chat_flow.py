@@ -382,28 +382,23 @@ class EventRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         pending = self._pending
-        if pending:
-            # The end of the waiting event is in this chunk or across the seam (at most 3 bytes of
-            # "\r\n\r\n" either side), or it has not come yet: then the chunk just waits too.
+        if not pending:
+            return self._release(chunk, _last_event_end(chunk))
+        end = _last_event_end(chunk)
+        if end:
+            cut = self._held + end  # the last end is in this chunk: no need to search the joined bytes
+        else:
+            # The end of the waiting event may straddle the seam (at most 3 bytes of "\r\n\r\n"
+            # either side); if not, it has not come yet and this chunk just waits too.
             tail = pending[-1][-3:] if len(pending[-1]) >= 3 else b"".join(pending[-3:])[-3:]
-            if not _last_event_end(chunk) and not _last_event_end(tail + chunk[:3]):
+            if not _last_event_end(tail + chunk[:3]):
                 self._hold(chunk)
                 return b""
-            pending.append(chunk)
-            data = b"".join(pending)
-            pending.clear()
-            self._held = 0
-        else:
-            data = chunk
-        cut = _last_event_end(data)
-        if cut < len(data):
-            self._hold(data[cut:])
-        if cut == 0:
-            return b""
-        ready = data[:cut]
-        if self._marker in ready:
-            ready = self._read_usage(ready)
-        return ready
+            cut = -1
+        data = pending[0] + chunk if len(pending) == 1 else b"".join([*pending, chunk])  # the one join
+        pending.clear()
+        self._held = 0
+        return self._release(data, cut if cut >= 0 else _last_event_end(data))
 
     def flush(self) -> bytes:
         rest = b"".join(self._pending)
@@ -412,6 +407,17 @@ class EventRelay:
         if rest.strip() and self._marker in rest:
             return self._read_usage(rest)
         return rest
+
+    def _release(self, data: bytes, cut: int) -> bytes:
+        """The complete events of `data` (up to `cut`), usage read; the rest waits."""
+        if cut < len(data):
+            self._hold(data[cut:])
+        if cut == 0:
+            return b""
+        ready = data[:cut]
+        if self._marker in ready:
+            ready = self._read_usage(ready)
+        return ready
 
     def _hold(self, piece: bytes) -> None:
         self._pending.append(piece)
