@@ -314,7 +314,8 @@ def test_health_answers_at_once_while_a_64_mb_event_arrives(gateway: GatewayProc
     cpu = gateway_cpu_seconds(gateway) - cpu_before
     assert "max_event_bytes" in error_message(case, outcome[0], 502)
     assert len(latencies) > 20  # the event took a while to arrive: /health was asked throughout
-    assert sorted(latencies)[len(latencies) // 2] < 0.05 and max(latencies) < 0.15, latencies
+    latencies.sort()  # typically 1-2 ms, tens at worst on a busy machine; the quadratic relays took seconds
+    assert latencies[len(latencies) * 9 // 10] < 0.1 and latencies[-1] < 0.25, latencies
     assert cpu < 3.0, f"{cpu:.2f}s of gateway CPU for one 64 MiB event"
 
 
