@@ -5,6 +5,7 @@ are bounded (issue 11: the pool paused a whole-body read at 1 MiB and never resu
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -128,3 +129,13 @@ def test_the_limits_must_be_positive(tmp_path, field: str) -> None:
     path.write_text(orjson.dumps({"endpoints": [{"name": "e", "destinations": [destination]}]}).decode())
     with pytest.raises(ConfigError, match=field):
         load_settings(path, environ={})
+
+
+async def test_a_body_complete_before_it_is_read_is_held_to_the_limit_too(raw: RawUpstream, client: PooledUpstreamClient) -> None:
+    # A chunked body (no declared length) already whole in the buffer when `read` starts.
+    response = await client.send(chat(raw, "ok", stream=True), limits=LIMITS._replace(max_body_bytes=200), destination="raw")
+    while not response._connection.complete:
+        await asyncio.sleep(0.01)
+    with pytest.raises(GatewayError) as caught:
+        await response.read()
+    assert caught.value.code == "upstream_response_too_large"

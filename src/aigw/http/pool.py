@@ -150,7 +150,7 @@ class _Connection(asyncio.Protocol):
         length = self.headers.get("content-length", "")
         if not cut and length.isdigit() and int(length) > limit:
             self._end(BodyTooLarge(f"a declared length of {length} bytes"))
-        elif self.buffered > limit and not self.complete:
+        elif self.buffered > limit:  # it arrived before the reader (maybe whole, in one read)
             stop = self._past_limit()
             if stop is not None:
                 self._end(stop)
@@ -278,6 +278,8 @@ class _Response:
                 if connection.error is not None:
                     raise connection.error
                 await self._wait_within_deadline()
+            if connection.error is not None:  # a body complete on arrival, but over the limit
+                raise connection.error
             body = b"".join(connection.chunks)
         except asyncio.CancelledError:
             self.close()
