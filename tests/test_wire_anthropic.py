@@ -35,7 +35,7 @@ from aigw.canonical import (
 from aigw.config import DestinationConfig
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.sse import SSEEvent, SSEParser
-from aigw.http.upstream import UpstreamRequest
+from aigw.http.upstream import UpstreamLimits, UpstreamRequest
 from aigw.providers.anthropic import AnthropicProvider
 from tests.goldens import Goldens
 from aigw.wire import anthropic as wire
@@ -465,7 +465,7 @@ class FakeClient:
         self.response = response
         self.requests: list[UpstreamRequest] = []
 
-    async def send(self, request: UpstreamRequest, *, timeout: float, destination: str) -> FakeResponse:
+    async def send(self, request: UpstreamRequest, *, limits: UpstreamLimits, destination: str) -> FakeResponse:
         self.requests.append(request)
         return self.response
 

@@ -39,7 +39,7 @@ from aigw.canonical import (
 from aigw.config import DestinationConfig
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.sse import SSEEvent, SSEParser
-from aigw.http.upstream import UpstreamRequest
+from aigw.http.upstream import UpstreamLimits, UpstreamRequest
 from aigw.providers.gemini import GeminiProvider
 from aigw.wire import gemini
 
@@ -421,7 +421,7 @@ class FakeClient:
         self.responses = list(responses)
         self.requests: list[UpstreamRequest] = []
 
-    async def send(self, request: UpstreamRequest, *, timeout: float, destination: str) -> FakeResponse:
+    async def send(self, request: UpstreamRequest, *, limits: UpstreamLimits, destination: str) -> FakeResponse:
         self.requests.append(request)
         return self.responses.pop(0)
 

@@ -31,14 +31,23 @@ _REQUEST_IDS = _request_ids()
 
 
 class Payload:
-    """The bodies of a request whose payload is logged (chosen by the endpoint's sampling)."""
+    """The bodies of a request whose payload is logged (chosen by the endpoint's sampling). A body
+    over `config.max_bytes` is logged as a marker only, so it is not held either (an answer on its
+    way to the store would keep a 32 MiB request alive for nothing); `..._over` says which."""
 
-    __slots__ = ("config", "request", "response")
+    __slots__ = ("config", "request", "response", "request_over", "response_over")
 
     def __init__(self, config: PayloadLoggingConfig, request: bytes) -> None:
         self.config = config
-        self.request = request
+        self.request_over = len(request) > config.max_bytes
+        self.request: bytes | None = None if self.request_over else request
         self.response: bytes | None = None
+        self.response_over = False
+
+    def keep_response(self, data: bytes | None) -> None:
+        """Keep `data` as the response; None, or more than max_bytes, keeps the marker instead."""
+        self.response_over = data is None or len(data) > self.config.max_bytes
+        self.response = None if self.response_over else data
 
 
 class Call:
@@ -118,6 +127,8 @@ class Call:
         limit = payload.config.max_bytes
         request_text, request_over = capture_body(payload.request, limit)
         response_text, response_over = capture_body(payload.response, limit)
+        request_over = request_over or payload.request_over
+        response_over = response_over or payload.response_over
         return PayloadRecord(
             event_time=record.event_time,
             request_id=record.request_id,

@@ -34,7 +34,18 @@ class DestinationConfig(Config):
     model: str
     api_key: str | None = None
     base_url: str | None = None
-    timeout: float = 120.0  # seconds to connect, to the first byte, and between stream chunks
+    timeout: float = 120.0  # seconds to connect, to the response head, and between body chunks
+    # Seconds for a whole non-streamed exchange, from sending to the last byte: an answer that keeps
+    # dripping is still bounded. Streams have no total (a long generation is legitimate).
+    total_timeout: float = 600.0
+    # Bytes of a non-streamed answer, past which it is refused (502) without reading further. The
+    # largest legitimate answers are embeddings batches: OpenAI's maximum (2,048 inputs x 3,072
+    # floats at ~21 bytes each) is ~130 MB, so the default leaves it twice that.
+    max_response_bytes: int = 256 * 1024 * 1024
+    # Bytes of one event of a streamed answer still waiting for its end. Big events are legitimate:
+    # a Responses stream's final event carries the whole response, Gemini sends a generated image
+    # inline in one event (~27 MB base64 for a 4K PNG).
+    max_event_bytes: int = 64 * 1024 * 1024
     name: str | None = None  # label in errors and records; default "<provider>/<model>"
     headers: dict[str, str] = {}  # extra headers sent upstream
     api_version: str | None = None  # azure_openai
@@ -271,7 +282,7 @@ def _check(settings: Settings, source: str) -> None:
             if problem:
                 field, message = problem
                 raise ConfigError(f"{where}.{key}.{field}: {message}")
-            for field in ("timeout", "weight", "retry_backoff"):
+            for field in ("timeout", "total_timeout", "weight", "retry_backoff", "max_response_bytes", "max_event_bytes"):
                 if getattr(destination, field) <= 0:
                     raise ConfigError(f"{where}.{key}.{field}: must be positive")
             if destination.retries < 0:

@@ -1,7 +1,9 @@
 """A canonical stream stitched back into the one response it adds up to.
 
 Payload logs keep a streamed answer as the response a non-streamed request would have got, so a
-reader of the inference table sees one shape whatever the client asked for.
+reader of the inference table sees one shape whatever the client asked for. A log keeps bodies up
+to a size only, so the builder stops collecting once its content is past that size: a 100 MB stream
+costs no 100 MB of memory for a log that would keep only the marker.
 """
 
 from __future__ import annotations
@@ -30,16 +32,33 @@ class _Choice:
 
 
 class ResponseBuilder:
-    """Feed it a stream's events; `response()` is what they add up to."""
+    """Feed it a stream's events; `response()` is what they add up to. With a `limit`, it gives up
+    (`over`) once the content fed is past `limit` characters: rendered, the response would be at
+    least that many bytes (UTF-8 and JSON escaping only add)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self._id = ""
         self._model = ""
         self._created = 0
         self._choices: dict[int, _Choice] = {}
         self._usage: Usage | None = None
+        self._limit = limit
+        self._size = 0  # characters of text, reasoning and tool calls fed
+        self.over = False
+
+    def give_up(self) -> None:
+        """The response is known to be over the limit: stop collecting, and free what was."""
+        self.over = True
+        self._choices.clear()
 
     def feed(self, event: StreamEvent) -> None:
+        if self.over:
+            return
+        if self._limit is not None:
+            self._size += _content_size(event)
+            if self._size > self._limit:
+                self.give_up()
+                return
         if isinstance(event, StreamStart):
             self._id, self._model, self._created = event.id, event.model, event.created
             return
@@ -86,3 +105,14 @@ class ResponseBuilder:
         return ChatResponse(
             id=self._id, model=self._model, created=self._created or int(time.time()), choices=choices, usage=self._usage
         )
+
+
+def _content_size(event: StreamEvent) -> int:
+    """The characters `event` adds to the response (a lower bound of its bytes rendered)."""
+    if isinstance(event, TextDelta):
+        return len(event.text)
+    if isinstance(event, ToolCallDelta):
+        return len(event.arguments) + len(event.name or "") + len(event.id or "") + len(event.signature or "")
+    if isinstance(event, ReasoningDelta):
+        return len(event.text) + len(event.signature or "") + len(event.redacted or "")
+    return 0

@@ -58,7 +58,7 @@ async def streamed_turn(call: Call, endpoint: Endpoint, body: dict[str, Any]) ->
         call.upstream_start()
         try:
             if WIRE in provider.chat_wires:
-                events = _passed_events(await provider.forward(WIRE, body, True, None))
+                events = _passed_events(await provider.forward(WIRE, body, True, None), provider.destination.max_event_bytes)
             else:
                 events = _encoded_events(provider, body)
             first = await anext(events, None)
@@ -90,8 +90,8 @@ def _response_object(data: bytes, provider: Provider) -> dict[str, Any]:
     return response
 
 
-async def _passed_events(upstream: UpstreamResponse) -> AsyncIterator[Event]:
-    parser = SSEParser()
+async def _passed_events(upstream: UpstreamResponse, max_event_bytes: int) -> AsyncIterator[Event]:
+    parser = SSEParser(max_event_bytes)  # linear in what arrives, and one event cannot grow without bound
     try:
         async for chunk in upstream.iter_chunks():
             for sse in parser.feed(chunk):

@@ -9,6 +9,12 @@ One `_Connection` carries one request at a time. A finished response returns its
 pool; a response abandoned mid-body (the client went away) closes it, which is what cancels the
 upstream generation. Bodies are never decompressed: no Accept-Encoding is sent, so upstreams answer
 in identity encoding and streams pass through byte for byte.
+
+Nothing an upstream sends can hold a call or grow memory without bound (`UpstreamLimits`): the head
+is capped in bytes and in headers; a streamed body is read no faster than it is relayed (reading
+pauses past `_HIGH_WATER` unread); a body read whole is read at the network's pace up to the
+destination's `max_body_bytes` and within its `total_timeout`, however slowly it flows; an error
+status's body is read for its message only, so it is cut short rather than refused.
 """
 
 from __future__ import annotations
@@ -25,9 +31,16 @@ from urllib.parse import urlsplit
 import httptools
 
 from aigw.errors import ErrorKind, GatewayError
-from aigw.http.upstream import UpstreamRequest
+from aigw.http.upstream import UpstreamLimits, UpstreamRequest
 
 _HIGH_WATER = 1 << 20  # pause reading a streamed body when this much waits unread
+# A response head past these is not an answer (an endless header section grew the process to 1 GB).
+# Real ones are far smaller: OpenAI, Anthropic and Google send 15-40 headers in 1-3 KiB; Azure
+# behind API Management about 40. 64 KiB is what nginx allows a request's headers by default
+# (4 x 8k buffers, doubled), and the count leaves room for proxies that add their own.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 128
+ERROR_BODY_BYTES = 1 << 20  # an error status's body is read for its message only: the rest is dropped
 
 
 class _Target(NamedTuple):
@@ -55,6 +68,22 @@ class ConnectionClosed(Exception):
     pass
 
 
+class HeadTooLarge(Exception):
+    """The response head went past MAX_HEAD_BYTES or MAX_HEADERS: a broken or hostile upstream."""
+
+
+class BodyTooLarge(Exception):
+    """A body read whole went past the destination's `max_body_bytes`."""
+
+
+class _TotalTimeout(Exception):
+    """A whole exchange went past the destination's `total_timeout`."""
+
+
+class _BodyCut(Exception):
+    """An error body reached the bytes read of it: parsing stops there (the connection is closed)."""
+
+
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(asyncio.TimeoutError())
@@ -80,7 +109,12 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
+        self.head_bytes = 0
+        self.header_count = 0
         self._paused = False
+        self._whole = False  # the body is read whole (`read_whole`), not streamed
+        self._cut = False  # ... and cut short at `_limit` (an error body) rather than refused
+        self._limit = _HIGH_WATER  # buffered bytes past which on_body acts (see `_past_limit`)
         self._waiter: asyncio.Future | None = None  # woken on headers, body, completion or error
 
     # --- request -----------------------------------------------------------------------------------
@@ -105,6 +139,22 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def read_whole(self, limit: int, cut: bool) -> None:
+        """From now on the body is read whole: at the network's pace (no pausing, since nobody
+        takes chunks out), up to `limit` bytes; past them it is cut short there (`cut`) or refused
+        (BodyTooLarge), without reading further. A declared length past the limit is refused at once."""
+        self._whole, self._cut, self._limit = True, cut, limit
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        length = self.headers.get("content-length", "")
+        if not cut and length.isdigit() and int(length) > limit:
+            self._end(BodyTooLarge(f"a declared length of {length} bytes"))
+        elif self.buffered > limit:  # it arrived before the reader (maybe whole, in one read)
+            stop = self._past_limit()
+            if stop is not None:
+                self._end(stop)
+
     def take_chunk(self) -> bytes:
         chunk = self.chunks.popleft()
         self.buffered -= len(chunk)
@@ -127,10 +177,27 @@ class _Connection(asyncio.Protocol):
         self.received_any = True
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            self._end(exc.__context__ or exc)  # what a callback raised to stop the parser
+            return
         except httptools.HttpParserError as exc:
+            self._end(exc)
+            return
+        if not self.status:  # still in the head: the parser keeps what it has of it, so bound it
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._end(HeadTooLarge(f"a response head over {MAX_HEAD_BYTES // 1024} KiB"))
+
+    def _end(self, exc: BaseException) -> None:
+        """Stop reading this response: cut short where `exc` is _BodyCut, failed otherwise."""
+        if isinstance(exc, _BodyCut):
+            self.complete = True
+        else:
             self.error = exc
-            self.close()
-            self._wake()
+            self.chunks.clear()  # nobody will read them: give the memory back now
+            self.buffered = 0
+        self.close()
+        self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -144,6 +211,9 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks -------------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > MAX_HEADERS:
+            raise HeadTooLarge(f"more than {MAX_HEADERS} headers")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
@@ -156,10 +226,23 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.buffered += len(body)
-        if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
+        if self.buffered > self._limit:
+            stop = self._past_limit()
+            if stop is not None:
+                raise stop  # ends the parser's run: data_received hands it to `_end`
         self._wake()
+
+    def _past_limit(self) -> Exception | None:
+        """More than `_limit` bytes wait unread. A stream pauses reading until its reader catches
+        up; a body read whole has reached its size: the exception that ends it."""
+        if not self._whole:
+            if not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            return None
+        if self._cut:
+            return _BodyCut()
+        return BodyTooLarge(f"over {self._limit} bytes")
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -169,34 +252,59 @@ class _Connection(asyncio.Protocol):
 class _Response:
     """An upstream response whose status and headers are in; the body is read through it."""
 
-    __slots__ = ("status", "headers", "_connection", "_client", "_key", "_timeout", "_destination", "_done")
+    __slots__ = ("status", "headers", "_connection", "_client", "_key", "_limits", "_deadline", "_destination", "_done")
 
-    def __init__(self, connection: _Connection, client: PooledUpstreamClient, key: tuple, timeout: float, destination: str) -> None:
+    def __init__(
+        self, connection: _Connection, client: PooledUpstreamClient, key: tuple, limits: UpstreamLimits, deadline: float, destination: str
+    ) -> None:
         self.status = connection.status
         self.headers = connection.headers
         self._connection = connection
         self._client = client
         self._key = key
-        self._timeout = timeout
+        self._limits = limits
+        self._deadline = deadline  # loop time by which a body read whole must be in
         self._destination = destination
         self._done = False
 
     async def read(self) -> bytes:
         connection = self._connection
+        limits = self._limits
+        error_body = self.status >= 400
+        limit = min(ERROR_BODY_BYTES, limits.max_body_bytes) if error_body else limits.max_body_bytes
+        connection.read_whole(limit, cut=error_body)
         try:
             while not connection.complete:
                 if connection.error is not None:
                     raise connection.error
-                await connection.wait(self._timeout)
+                await self._wait_within_deadline()
+            if connection.error is not None:  # a body complete on arrival, but over the limit
+                raise connection.error
             body = b"".join(connection.chunks)
         except asyncio.CancelledError:
             self.close()
             raise
         except Exception as exc:
             self.close()
-            raise _network_error(exc, self._destination, self._timeout) from None
+            raise _network_error(exc, self._destination, limits) from None
         self._finish()
-        return body
+        return body[:limit] if error_body and len(body) > limit else body
+
+    async def _wait_within_deadline(self) -> None:
+        """Wait for more of the body: at most `timeout` (the body must keep flowing), and never
+        past the deadline (it must also end: a body dripping a byte at a time would otherwise hold
+        the call forever)."""
+        timeout = self._limits.timeout
+        left = self._deadline - self._connection.loop.time()
+        if left <= 0:
+            raise _TotalTimeout()
+        if left >= timeout:
+            await self._connection.wait(timeout)
+            return
+        try:
+            await self._connection.wait(left)
+        except asyncio.TimeoutError:
+            raise _TotalTimeout() from None
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         connection = self._connection
@@ -209,10 +317,10 @@ class _Response:
                 elif connection.error is not None:
                     raise connection.error
                 else:
-                    await connection.wait(self._timeout)
-        except (OSError, ConnectionClosed, asyncio.TimeoutError, httptools.HttpParserError) as exc:
+                    await connection.wait(self._limits.timeout)
+        except Exception as exc:  # the connection's failure (network, parser, a limit): never the caller's
             self.close()
-            raise _network_error(exc, self._destination, self._timeout) from None
+            raise _network_error(exc, self._destination, self._limits) from None
         finally:
             if not connection.complete:
                 self.close()  # abandoned mid-body: closing the connection cancels the upstream
@@ -239,7 +347,8 @@ class PooledUpstreamClient:
         self._max_idle = max_idle_per_host
         self._ssl: ssl.SSLContext | None = None
 
-    async def send(self, request: UpstreamRequest, *, timeout: float, destination: str) -> _Response:
+    async def send(self, request: UpstreamRequest, *, limits: UpstreamLimits, destination: str) -> _Response:
+        deadline = self._loop.time() + limits.total_timeout
         try:
             target = _target(request.method, request.url)
         except ValueError as exc:
@@ -248,27 +357,30 @@ class PooledUpstreamClient:
         connection = self._idle_connection(target.key)
         if connection is not None:
             try:
-                return await self._exchange(connection, data, target.key, timeout, destination)
+                return await self._exchange(connection, data, target.key, limits, deadline, destination)
             except ConnectionClosed:
                 pass  # the upstream had closed the idle connection: retry once on a fresh one
         try:
-            connection = await self._connect(target.key, timeout)
+            connection = await self._connect(target.key, limits.timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise _network_error(exc, destination, timeout, connecting=True) from None
+            raise _network_error(exc, destination, limits, connecting=True) from None
         try:
-            return await self._exchange(connection, data, target.key, timeout, destination)
+            return await self._exchange(connection, data, target.key, limits, deadline, destination)
         except ConnectionClosed as exc:
-            raise _network_error(exc, destination, timeout) from None
+            raise _network_error(exc, destination, limits) from None
 
-    async def _exchange(self, connection: _Connection, data: bytes, key: tuple, timeout: float, destination: str) -> _Response:
-        """Send the request and wait for the status and headers. A reused connection that closes
-        before answering anything raises ConnectionClosed so the caller may retry."""
+    async def _exchange(
+        self, connection: _Connection, data: bytes, key: tuple, limits: UpstreamLimits, deadline: float, destination: str
+    ) -> _Response:
+        """Send the request and wait for the status and headers (one wait: nothing wakes it before
+        the head is complete, so `timeout` bounds the whole head however it trickles in). A reused
+        connection that closes before answering anything raises ConnectionClosed so the caller may retry."""
         connection.send(data)
         try:
             while not connection.status:
                 if connection.error is not None:
                     raise connection.error
-                await connection.wait(timeout)
+                await connection.wait(limits.timeout)
         except BaseException as exc:
             stale = isinstance(exc, (ConnectionClosed, ConnectionResetError, BrokenPipeError)) and not connection.received_any
             connection.close()
@@ -276,8 +388,8 @@ class PooledUpstreamClient:
                 raise ConnectionClosed() from None
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise _network_error(exc, destination, timeout) from None
-        return _Response(connection, self, key, timeout, destination)
+            raise _network_error(exc, destination, limits) from None
+        return _Response(connection, self, key, limits, deadline, destination)
 
     def _idle_connection(self, key: tuple) -> _Connection | None:
         idle = self._idle.get(key)
@@ -332,12 +444,33 @@ def _serialize(target: _Target, request: UpstreamRequest) -> bytes:
     return b"".join(lines)
 
 
-def _network_error(exc: BaseException, destination: str, timeout: float, connecting: bool = False) -> GatewayError:
+def _network_error(exc: BaseException, destination: str, limits: UpstreamLimits, connecting: bool = False) -> GatewayError:
+    """The caller's error for a failed exchange. Timeouts and broken answers are retryable: another
+    destination (or a later try) may well answer. A body over the size limit is not: its size
+    follows from the request (a big embeddings batch), so a retry would pay for the same answer
+    again, and counting it towards a cool-down would bench a healthy destination."""
     if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, asyncio.TimeoutError):
         return GatewayError(
-            ErrorKind.UPSTREAM_TIMEOUT, f"Destination '{destination}' did not answer within {timeout:g}s.", retryable=True
+            ErrorKind.UPSTREAM_TIMEOUT, f"Destination '{destination}' did not answer within {limits.timeout:g}s.", retryable=True
+        )
+    if isinstance(exc, _TotalTimeout):
+        return GatewayError(
+            ErrorKind.UPSTREAM_TIMEOUT,
+            f"Destination '{destination}' did not finish its answer within {limits.total_timeout:g}s (its total_timeout).",
+            retryable=True,
+        )
+    if isinstance(exc, BodyTooLarge):
+        return GatewayError(
+            ErrorKind.UPSTREAM_ERROR,
+            f"Destination '{destination}' sent a response body larger than the {limits.max_body_bytes} bytes "
+            f"allowed (its max_response_bytes): {exc}.",
+            code="upstream_response_too_large",
+        )
+    if isinstance(exc, HeadTooLarge):
+        return GatewayError(
+            ErrorKind.UPSTREAM_ERROR, f"Destination '{destination}' sent a malformed response: {exc}.", retryable=True
         )
     if connecting:
         return GatewayError(ErrorKind.UPSTREAM_UNAVAILABLE, f"Destination '{destination}' is unreachable.", retryable=True)

@@ -21,7 +21,7 @@ from aigw.canonical import (
 from aigw.config import DestinationConfig
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.sse import SSEEvent, SSEParser
-from aigw.http.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+from aigw.http.upstream import UpstreamClient, UpstreamLimits, UpstreamRequest, UpstreamResponse
 
 
 T = TypeVar("T")
@@ -49,6 +49,7 @@ class Provider:
         self.destination = destination
         self.client = client
         self.label = destination.label
+        self.limits = UpstreamLimits(destination.timeout, destination.total_timeout, destination.max_response_bytes)
 
     @classmethod
     def check_config(cls, destination: DestinationConfig, tasks: frozenset[str]) -> tuple[str, str] | None:
@@ -83,6 +84,14 @@ class Provider:
         """The input tokens of `request`: the provider's own count where it has such a call, else
         the gateway's estimate."""
         return estimate_request_tokens(request)
+
+    def malformed(self, detail: str) -> GatewayError:
+        """A 200 that is not an answer (not JSON, not an event stream, events the decoder cannot
+        read). Retryable: it is this destination's failure (a proxy's HTML page, a broken server),
+        and another destination, or a later try, may answer."""
+        return GatewayError(
+            ErrorKind.UPSTREAM_ERROR, f"Destination '{self.label}' sent a response the gateway could not read ({detail}).", retryable=True
+        )
 
     async def forward_count_tokens(
         self, wire: str, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -157,7 +166,7 @@ class HttpProvider(Provider):
             yield event
 
     async def decode_stream(self, response: UpstreamResponse) -> AsyncIterator[StreamEvent]:
-        parser, decoder = SSEParser(), self.stream_decoder()
+        parser, decoder = SSEParser(self.destination.max_event_bytes), self.stream_decoder()
         try:
             async for chunk in response.iter_chunks():
                 for sse in parser.feed(chunk):
@@ -178,7 +187,12 @@ class HttpProvider(Provider):
     async def forward(
         self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
     ) -> UpstreamResponse:
-        return await self._send(self.forward_request(wire, body, stream, headers))
+        response = await self._send(self.forward_request(wire, body, stream, headers))
+        if stream and not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            # Relayed as it is, anything else would reach the client as a stream without events.
+            response.close()
+            raise self.malformed(f"a stream was asked for, it answered {response.headers.get('content-type') or 'no content-type'}")
+        return response
 
     async def forward_embeddings(self, body: dict[str, Any]) -> UpstreamResponse:
         return await self._send(self.forward_embeddings_request(body))
@@ -213,7 +227,7 @@ class HttpProvider(Provider):
             raise self._malformed(exc) from None
 
     async def _send(self, request: UpstreamRequest) -> UpstreamResponse:
-        response = await self.client.send(request, timeout=self.destination.timeout, destination=self.label)
+        response = await self.client.send(request, limits=self.limits, destination=self.label)
         if response.status >= 400:
             body = await response.read()
             raise self.upstream_error(response.status, body, response.headers)
@@ -262,10 +276,7 @@ class HttpProvider(Provider):
         return text[:2000]
 
     def _malformed(self, exc: Exception) -> GatewayError:
-        return GatewayError(
-            ErrorKind.UPSTREAM_ERROR,
-            f"Destination '{self.label}' sent a response the gateway could not read ({type(exc).__name__}: {exc}).",
-        )
+        return self.malformed(f"{type(exc).__name__}: {exc}")
 
 
 # Headers a client may never set on a forwarded request: the gateway's credentials and the framing.

@@ -39,14 +39,16 @@ class AnthropicChatCodec:
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> anthropic.StreamEncoder:
         return anthropic.StreamEncoder()
 
-    def stream_relay(self, body: dict[str, Any]) -> EventRelay:
-        return EventRelay(b'"usage"', anthropic.usage_in, anthropic.decode_usage, anthropic.encode_error_event)
+    def stream_relay(self, body: dict[str, Any], max_event_bytes: int) -> EventRelay:
+        return EventRelay(
+            b'"usage"', anthropic.usage_in, anthropic.decode_usage, anthropic.encode_error_event, max_event_bytes=max_event_bytes
+        )
 
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, anthropic.usage_in, anthropic.decode_usage)
 
-    def stitcher(self, body: dict[str, Any]) -> DecodingStitcher:
-        return DecodingStitcher(anthropic.StreamDecoder(), lambda response: self.encode_response(response, body))
+    def stitcher(self, body: dict[str, Any], limit: int) -> DecodingStitcher:
+        return DecodingStitcher(anthropic.StreamDecoder(), lambda response: self.encode_response(response, body), limit)
 
 
 def vendor_headers(request: Request) -> dict[str, str]:

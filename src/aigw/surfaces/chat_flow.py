@@ -17,7 +17,7 @@ from aigw.call import Call
 from aigw.canonical import ChatRequest, ChatResponse, StreamEvent, Usage, UsageEvent
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import EventStream, Request, Send, run_cancellable, send_body
-from aigw.http.sse import SSEParser
+from aigw.http.sse import SSEParser, event_too_large
 from aigw.http.upstream import UpstreamResponse
 from aigw.providers.base import Provider
 from aigw.routing import Endpoint, call_with_fallback
@@ -64,32 +64,37 @@ class ChatCodec(Protocol):
 
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> StreamEncoder: ...
 
-    def stream_relay(self, body: dict[str, Any]) -> StreamRelay: ...
+    def stream_relay(self, body: dict[str, Any], max_event_bytes: int) -> StreamRelay: ...
 
     def usage_of_body(self, data: bytes) -> Usage | None:
-        """The usage an upstream reported in a whole (non-streamed) response of this wire format."""
+        """The usage an upstream reported in a whole (non-streamed) response of this wire format;
+        ValueError if `data` is not a JSON object (then it is no answer at all)."""
         ...
 
-    def stitcher(self, body: dict[str, Any]) -> Stitcher:
+    def stitcher(self, body: dict[str, Any], limit: int) -> Stitcher:
         """What turns a passed-through stream of this wire format back into one whole response
-        (for payload logs)."""
+        (for payload logs), giving up once it would be over `limit` bytes."""
         ...
 
 
 class Stitcher(Protocol):
     def feed(self, chunk: bytes) -> None: ...
 
-    def result(self) -> bytes: ...
+    def result(self) -> bytes | None:
+        """The whole response; None when it was over the limit (only the marker is kept)."""
+        ...
 
 
 class _Passed:
-    """A pass-through answer whose status and headers are in (the body follows)."""
+    """A pass-through answer whose status and headers are in (the body follows, or is in, with
+    the usage read from it)."""
 
-    __slots__ = ("upstream", "body")
+    __slots__ = ("upstream", "body", "usage")
 
-    def __init__(self, upstream: UpstreamResponse, body: bytes | None) -> None:
+    def __init__(self, upstream: UpstreamResponse, body: bytes | None = None, usage: Usage | None = None) -> None:
         self.upstream = upstream
         self.body = body
+        self.usage = usage
 
 
 class _Opened:
@@ -120,8 +125,12 @@ async def serve_chat(
         call.upstream_start()
         if codec.wire in provider.chat_wires:
             upstream = await provider.forward(codec.wire, body, stream, vendor_headers)
-            # A whole body is read inside the attempt, so a connection dropped midway falls back too.
-            return _Passed(upstream, None if stream else await upstream.read())
+            if stream:
+                return _Passed(upstream)
+            # A whole body is read and checked inside the attempt, so a connection dropped midway,
+            # or an answer that is not one, falls back too.
+            data = await upstream.read()
+            return _Passed(upstream, data, passed_usage(provider, data, codec.usage_of_body))
         assert canonical is not None
         try:
             if stream:
@@ -135,11 +144,12 @@ async def serve_chat(
     if isinstance(answer, _Passed):
         if answer.body is not None:
             call.upstream_end()
-            call.usage = codec.usage_of_body(answer.body)
+            call.usage = answer.usage
             _keep_response(call, answer.body)
             await send_body(send, 200, answer.body)
         else:
-            work = _relay(call, provider, answer.upstream, codec.stream_relay(body), EventStream(send), codec, body)
+            relay = codec.stream_relay(body, provider.destination.max_event_bytes)
+            work = _relay(call, provider, answer.upstream, relay, EventStream(send), codec, body)
             await run_cancellable(request.receive, work)
     elif isinstance(answer, _Opened):
         assert canonical is not None
@@ -172,11 +182,26 @@ async def serve_whole(
 
 
 def usage_of_json(data: bytes, usage_in: Callable[[Any], Any], decode_usage: Callable[[Any], Usage | None]) -> Usage | None:
-    """The usage an upstream reported in a whole JSON answer (passed through), if it is readable."""
+    """The usage an upstream reported in a whole JSON answer (passed through), if it is readable.
+    Every wire's whole answer is a JSON object: anything else raises ValueError (orjson's
+    JSONDecodeError is one)."""
+    parsed = orjson.loads(data)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"a JSON {type(parsed).__name__}, not an object")
     try:
-        return decode_usage(usage_in(orjson.loads(data)))
-    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return decode_usage(usage_in(parsed))
+    except (TypeError, ValueError):
         return None
+
+
+def passed_usage(provider: Provider, data: bytes, usage_of_body: Callable[[bytes], Usage | None]) -> Usage | None:
+    """The usage in a passed-through whole answer, read in the one parse that also checks it is an
+    answer: a 200 whose body is not a JSON object is the destination's failure (502), as on the
+    translated paths, and another destination may answer."""
+    try:
+        return usage_of_body(data)
+    except ValueError as exc:
+        raise provider.malformed(f"its body is not a JSON object: {exc}") from None
 
 
 async def _open_stream(provider: Provider, canonical: ChatRequest) -> _Opened:
@@ -190,9 +215,9 @@ async def _open_stream(provider: Provider, canonical: ChatRequest) -> _Opened:
     return _Opened(first, events)
 
 
-def _keep_response(call: Call, data: bytes) -> None:
+def _keep_response(call: Call, data: bytes | None) -> None:
     if call.payload is not None:
-        call.payload.response = data
+        call.payload.keep_response(data)
 
 
 async def _relay(
@@ -204,22 +229,35 @@ async def _relay(
     codec: ChatCodec,
     body: dict[str, Any],
 ) -> None:
-    stitch = codec.stitcher(body) if call.payload is not None else None
-    await out.start(codec.stream_headers)
+    """Relay a passed-through stream. The response starts with the first bytes the relay lets
+    through: until then a failure (the first event too large, the connection reset) is still a
+    plain error response in the surface's shape; after, it is framed in-band."""
+    stitch = codec.stitcher(body, call.payload.config.max_bytes) if call.payload is not None else None
     try:
         async for chunk in upstream.iter_chunks():
             if stitch is not None:
                 stitch.feed(chunk)
-            await out.write(relay.feed(chunk))
-        await out.write(relay.flush())
+            ready = relay.feed(chunk)
+            if ready:
+                if not out.started:
+                    await out.start(codec.stream_headers)
+                await out.write(ready)
+        ready = relay.flush()
+        if not out.started:
+            if not ready:
+                raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"Destination '{provider.label}' sent an empty stream.")
+            await out.start(codec.stream_headers)
+        await out.write(ready)
     except GatewayError as error:
+        if not out.started:
+            raise
         await out.write(relay.error(error))
     finally:
         upstream.close()
         call.upstream_end()
         call.usage = relay.usage()
-        if stitch is not None and call.payload is not None:
-            call.payload.response = stitch.result()
+        if stitch is not None:
+            _keep_response(call, stitch.result())
     await out.close()
 
 
@@ -232,7 +270,7 @@ async def _encode(
     codec: ChatCodec,
     body: dict[str, Any],
 ) -> None:
-    builder = ResponseBuilder() if call.payload is not None else None
+    builder = ResponseBuilder(call.payload.config.max_bytes) if call.payload is not None else None
     await out.start(codec.stream_headers)
     try:
         event = first
@@ -249,8 +287,8 @@ async def _encode(
         await out.write(encoder.error(error))  # the headers are gone: report in-band
     finally:
         call.upstream_end()
-        if builder is not None and call.payload is not None:
-            call.payload.response = codec.encode_response(builder.response(), body)
+        if builder is not None:
+            _keep_response(call, None if builder.over else codec.encode_response(builder.response(), body))
     await out.close()
 
 
@@ -258,38 +296,50 @@ class DecodingStitcher:
     """A passed-through stream decoded on the side, by its wire's stream decoder, into the response
     it adds up to, rendered in the same wire (payload logs). Chunks are kept and decoded in one go
     at the end (or every `BATCH_BYTES`, to bound memory): a third cheaper than chunk by chunk. A
-    log never breaks the answer: what could not be decoded is left out."""
+    log never breaks the answer: what could not be decoded is left out.
+
+    It stops collecting once the response would be over `limit` bytes (the builder's content, or
+    one event, past it): the payload log keeps only the marker then, so nothing more is worth holding."""
 
     BATCH_BYTES = 1 << 20
 
-    def __init__(self, decoder: Any, encode: Callable[[ChatResponse], bytes]) -> None:
-        self._parser = SSEParser()
+    def __init__(self, decoder: Any, encode: Callable[[ChatResponse], bytes], limit: int) -> None:
+        self._parser = SSEParser(limit)
         self._decoder = decoder
         self._encode = encode
-        self._builder = ResponseBuilder()
+        self._builder = ResponseBuilder(limit)
         self._chunks: list[bytes] = []
         self._size = 0
 
     def feed(self, chunk: bytes) -> None:
+        if self._builder.over:
+            return
         self._chunks.append(chunk)
         self._size += len(chunk)
         if self._size >= self.BATCH_BYTES:
             self._decode()
 
-    def result(self) -> bytes:
+    def result(self) -> bytes | None:
         self._decode()
+        if self._builder.over:
+            return None
         try:
             for event in self._decoder.finish():
                 self._builder.feed(event)
         except Exception:
             pass
-        return self._encode(self._builder.response())
+        return None if self._builder.over else self._encode(self._builder.response())
 
     def _decode(self) -> None:
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._size = 0
-        for sse in self._parser.feed(data):
+        try:
+            events = self._parser.feed(data)
+        except GatewayError:  # one event over the limit: so is the response it is part of
+            self._builder.give_up()
+            return
+        for sse in events:
             try:
                 for event in self._decoder.feed(sse):
                     self._builder.feed(event)
@@ -301,13 +351,15 @@ class EventRelay:
     """Passes complete SSE events through untouched and reads the upstream's usage from the events
     that carry it. Per chunk the work is a couple of byte searches: events are parsed only in the
     rare chunk holding `marker`. A partial event at the end of a chunk waits for its rest (an
-    upstream that splits events across reads delays them by one read, never more).
+    upstream that splits events across reads delays them by one read, never more); its pieces are
+    set aside as they come and joined once, when its end arrives (see aigw.http.sse), and no more
+    than `max_event_bytes` of them wait.
 
     `raw_usage` finds the wire's usage object in one event; objects are merged (later fields win:
     Anthropic sends input tokens first and output tokens last) and `decode_usage` reads the result.
     `drop` removes matching marker events from what the client gets; `error` frames a failure."""
 
-    __slots__ = ("_marker", "_raw_usage", "_decode_usage", "_drop", "_error", "_pending", "_usage")
+    __slots__ = ("_marker", "_raw_usage", "_decode_usage", "_drop", "_error", "_max", "_pending", "_held", "_usage")
 
     def __init__(
         self,
@@ -316,31 +368,64 @@ class EventRelay:
         decode_usage: Callable[[Any], Usage | None],
         error: Callable[[GatewayError], bytes],
         drop: Callable[[bytes], bool] | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
         self._marker = marker
         self._raw_usage = raw_usage
         self._decode_usage = decode_usage
         self._error = error
         self._drop = drop
-        self._pending = b""
+        self._max = max_event_bytes
+        self._pending: list[bytes] = []  # pieces of an event whose end has not arrived
+        self._held = 0  # their bytes
         self._usage: dict[str, Any] = {}
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        cut = _last_event_end(data)
+        pending = self._pending
+        if not pending:
+            return self._release(chunk, _last_event_end(chunk))
+        end = _last_event_end(chunk)
+        if end:
+            cut = self._held + end  # the last end is in this chunk: no need to search the joined bytes
+        else:
+            # The end of the waiting event may straddle the seam (at most 3 bytes of "\r\n\r\n"
+            # either side); if not, it has not come yet and this chunk just waits too.
+            tail = pending[-1][-3:] if len(pending[-1]) >= 3 else b"".join(pending[-3:])[-3:]
+            if not _last_event_end(tail + chunk[:3]):
+                self._hold(chunk)
+                return b""
+            cut = -1
+        data = pending[0] + chunk if len(pending) == 1 else b"".join([*pending, chunk])  # the one join
+        pending.clear()
+        self._held = 0
+        return self._release(data, cut if cut >= 0 else _last_event_end(data))
+
+    def flush(self) -> bytes:
+        rest = b"".join(self._pending)
+        self._pending.clear()
+        self._held = 0
+        if rest.strip() and self._marker in rest:
+            return self._read_usage(rest)
+        return rest
+
+    def _release(self, data: bytes, cut: int) -> bytes:
+        """The complete events of `data` (up to `cut`), usage read; the rest waits."""
+        if cut < len(data):
+            self._hold(data[cut:])
         if cut == 0:
-            self._pending = data
             return b""
-        ready, self._pending = data[:cut], data[cut:]
+        ready = data[:cut]
         if self._marker in ready:
             ready = self._read_usage(ready)
         return ready
 
-    def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
-        if rest.strip() and self._marker in rest:
-            return self._read_usage(rest)
-        return rest
+    def _hold(self, piece: bytes) -> None:
+        self._pending.append(piece)
+        self._held += len(piece)
+        if self._max is not None and self._held > self._max:
+            self._pending.clear()
+            self._held = 0
+            raise event_too_large(self._max)
 
     def error(self, error: GatewayError) -> bytes:
         return self._error(error)

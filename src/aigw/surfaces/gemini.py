@@ -50,18 +50,18 @@ class GeminiChatCodec:
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> gemini.StreamEncoder:
         return gemini.StreamEncoder(json_array=self.json_array)
 
-    def stream_relay(self, body: dict[str, Any]) -> StreamRelay:
+    def stream_relay(self, body: dict[str, Any], max_event_bytes: int) -> StreamRelay:
         # The provider always asks its upstream for alt=sse.
         if self.json_array:
-            return JsonArrayRelay()
-        return EventRelay(b'"usageMetadata"', gemini.usage_in, gemini.decode_usage, _sse_error)
+            return JsonArrayRelay(max_event_bytes)
+        return EventRelay(b'"usageMetadata"', gemini.usage_in, gemini.decode_usage, _sse_error, max_event_bytes=max_event_bytes)
 
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, gemini.usage_in, gemini.decode_usage)
 
-    def stitcher(self, body: dict[str, Any]) -> DecodingStitcher:
+    def stitcher(self, body: dict[str, Any], limit: int) -> DecodingStitcher:
         decoder = gemini.StreamDecoder(model=self.model)
-        return DecodingStitcher(decoder, lambda response: self.encode_response(response, body))
+        return DecodingStitcher(decoder, lambda response: self.encode_response(response, body), limit)
 
 
 def _sse_error(error: GatewayError) -> bytes:
@@ -72,12 +72,12 @@ def _sse_error(error: GatewayError) -> bytes:
 class JsonArrayRelay:
     """Upstream `alt=sse` events -> the JSON-array form of streamGenerateContent, element by element
     as they arrive: `[` first, `,` between, `]` at the end. Usage is read from the last element
-    that carries it."""
+    that carries it. Events are cut by the linear, capped SSEParser (`max_event_bytes`)."""
 
     __slots__ = ("_parser", "_opened", "_closed", "_usage")
 
-    def __init__(self) -> None:
-        self._parser = SSEParser()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._parser = SSEParser(max_event_bytes)
         self._opened = False
         self._closed = False
         self._usage: Any = None

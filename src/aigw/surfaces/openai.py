@@ -15,7 +15,7 @@ from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
 from aigw.providers.base import Provider
-from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, passed_usage, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_embeddings
 
@@ -36,18 +36,20 @@ class OpenAIChatCodec:
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> openai_chat.StreamEncoder:
         return openai_chat.StreamEncoder(request.include_usage)
 
-    def stream_relay(self, body: dict[str, Any]) -> EventRelay:
+    def stream_relay(self, body: dict[str, Any], max_event_bytes: int) -> EventRelay:
         # The provider always asks the upstream for usage (the gateway counts tokens); a client that
         # did not ask does not get the usage-only chunk.
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         drop = None if include_usage else _is_usage_only
-        return EventRelay(b'"usage"', openai_chat.usage_in, openai_chat.decode_usage, openai_chat.encode_error_event, drop)
+        return EventRelay(
+            b'"usage"', openai_chat.usage_in, openai_chat.decode_usage, openai_chat.encode_error_event, drop, max_event_bytes
+        )
 
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, openai_chat.usage_in, openai_chat.decode_usage)
 
-    def stitcher(self, body: dict[str, Any]) -> DecodingStitcher:
-        return DecodingStitcher(openai_chat.StreamDecoder(), lambda response: self.encode_response(response, body))
+    def stitcher(self, body: dict[str, Any], limit: int) -> DecodingStitcher:
+        return DecodingStitcher(openai_chat.StreamDecoder(), lambda response: self.encode_response(response, body), limit)
 
 
 class OpenAISurface(Surface):
@@ -83,7 +85,7 @@ class OpenAISurface(Surface):
         async def attempt(provider: Provider) -> tuple[bytes, Usage | None]:
             if provider.embeddings_wire == openai_embeddings.WIRE:
                 data = await (await provider.forward_embeddings(body)).read()
-                return data, usage_of_json(data, openai_chat.usage_in, openai_chat.decode_usage)
+                return data, passed_usage(provider, data, _embeddings_usage)
             assert canonical is not None
             response = await provider.embed(canonical)
             encoded = openai_embeddings.encode_response(response, canonical.encoding_format)
@@ -98,6 +100,10 @@ class OpenAISurface(Surface):
             for name in self.queryable(principal, self.gateway.router.names_for())
         ]
         await send_body(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+
+def _embeddings_usage(data: bytes) -> Usage | None:
+    return usage_of_json(data, openai_chat.usage_in, openai_chat.decode_usage)
 
 
 def _is_usage_only(event: bytes) -> bool:

@@ -41,34 +41,43 @@ class ResponsesCodec:
     def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> openai_responses.StreamEncoder:
         return openai_responses.StreamEncoder(body)
 
-    def stream_relay(self, body: dict[str, Any]) -> ResponsesRelay:
-        return ResponsesRelay()
+    def stream_relay(self, body: dict[str, Any], max_event_bytes: int) -> ResponsesRelay:
+        return ResponsesRelay(max_event_bytes)
 
     def usage_of_body(self, data: bytes) -> Usage | None:
         return usage_of_json(data, openai_responses.usage_in, openai_responses.decode_usage)
 
-    def stitcher(self, body: dict[str, Any]) -> FinalResponseStitcher:
-        return FinalResponseStitcher()
+    def stitcher(self, body: dict[str, Any], limit: int) -> FinalResponseStitcher:
+        return FinalResponseStitcher(limit)
 
 
 class FinalResponseStitcher:
     """A passed-through Responses stream's whole response: the one its terminal event
-    (response.completed, .incomplete or .failed) carries."""
+    (response.completed, .incomplete or .failed) carries. Every event's content is in that
+    response, so one event over `limit` bytes means the response is too: it stops collecting."""
 
-    def __init__(self) -> None:
-        self._parser = SSEParser()
+    def __init__(self, limit: int) -> None:
+        self._parser = SSEParser(limit)
         self._response = b""
+        self._over = False
 
     def feed(self, chunk: bytes) -> None:
-        for event in self._parser.feed(chunk):
+        if self._over:
+            return
+        try:
+            events = self._parser.feed(chunk)
+        except GatewayError:
+            self._over, self._response = True, b""
+            return
+        for event in events:
             if any(kind in event.data[:64] for kind in TERMINAL_EVENTS):
                 try:
                     self._response = orjson.dumps(orjson.loads(event.data).get("response"))
                 except (orjson.JSONDecodeError, AttributeError):
                     pass
 
-    def result(self) -> bytes:
-        return self._response
+    def result(self) -> bytes | None:
+        return None if self._over else self._response
 
 
 class ResponsesRelay(EventRelay):
@@ -78,8 +87,10 @@ class ResponsesRelay(EventRelay):
 
     __slots__ = ("_sequence", "_response")
 
-    def __init__(self) -> None:
-        super().__init__(b'"usage"', openai_responses.usage_in, openai_responses.decode_usage, self._failure)
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        super().__init__(
+            b'"usage"', openai_responses.usage_in, openai_responses.decode_usage, self._failure, max_event_bytes=max_event_bytes
+        )
         self._sequence = -1
         self._response: dict[str, Any] | None = None
 
