@@ -171,17 +171,18 @@ class RecordWriter:
             if self._closed:
                 self._spill_after_close(record)
                 return
-            if self._observe is not None and type(record) is UsageRecord:
-                self._observe(record)
             if self._durable and self._files is not None:
                 self._journal.append(record)
                 if self._journal_task is None:
                     self._journal_task = asyncio.get_running_loop().create_task(self._write_journal())
-                return
-            buffer = self._buffer
-            buffer.append(record)
-            if len(buffer) >= self._wake_at and self._wake is not None:
-                self._wake.set()
+            else:
+                buffer = self._buffer
+                buffer.append(record)
+                if len(buffer) >= self._wake_at and self._wake is not None:
+                    self._wake.set()
+            # Last: a metrics bug must not cost the record.
+            if self._observe is not None and type(record) is UsageRecord:
+                self._observe(record)
         except Exception:  # recording must never fail a request
             if not self._submit_failing:
                 self._submit_failing = True
