@@ -352,3 +352,17 @@ def test_a_body_past_max_response_bytes_is_a_502_and_not_retried(gateway: Gatewa
     assert "max_response_bytes" in error_message(case, outcome, 502)
     assert outcome.json()["error"]["code"] == "upstream_response_too_large"
     assert raw.count("capped") == before + 1  # retries: 2, but the same request would get the same answer
+
+
+@pytest.mark.parametrize("surface", ["anthropic", "gemini"])
+def test_a_token_count_that_is_not_a_json_object_is_a_502(gateway: GatewayProcess, surface: str) -> None:
+    # Was: the passed-through count relayed HTML as a 200.
+    case = Case(surface, surface, False)
+    if surface == "anthropic":
+        path, body = "/anthropic/v1/messages/count_tokens", {"model": "anthropic", "messages": [{"role": "user", "content": "fault:garbage"}]}
+    else:
+        path, body = "/gemini/v1beta/models/gemini:countTokens", {"contents": [{"role": "user", "parts": [{"text": "fault:garbage"}]}]}
+    started = time.monotonic()
+    response = requests.post(gateway.url + path, json=body, headers={"authorization": f"Bearer {gateway.admin_token}"}, timeout=15)
+    outcome = Outcome(response.status_code, response.content, time.monotonic() - started)
+    assert "not a JSON object" in error_message(case, outcome, 502)

@@ -17,7 +17,7 @@ from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
 from aigw.providers.base import Provider
-from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, checked_answer, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import anthropic
 
@@ -94,7 +94,7 @@ class AnthropicSurface(Surface):
         async def attempt(provider: Provider) -> tuple[bytes, None]:
             if self.codec.wire in provider.chat_wires:
                 upstream = await provider.forward_count_tokens(self.codec.wire, body, vendor_headers(request))
-                return await upstream.read(), None
+                return checked_answer(provider, await upstream.read()), None
             return orjson.dumps({"input_tokens": await provider.count_tokens(canonical)}), None
 
         await serve_whole(call, send, endpoint, attempt)

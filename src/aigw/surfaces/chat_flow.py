@@ -204,6 +204,16 @@ def passed_usage(provider: Provider, data: bytes, usage_of_body: Callable[[bytes
         raise provider.malformed(f"its body is not a JSON object: {exc}") from None
 
 
+def checked_answer(provider: Provider, data: bytes) -> bytes:
+    """A passed-through whole answer that carries no usage (a token count), checked the same way."""
+    passed_usage(provider, data, _no_usage)
+    return data
+
+
+def _no_usage(data: bytes) -> None:
+    usage_of_json(data, lambda body: None, lambda usage: None)
+
+
 async def _open_stream(provider: Provider, canonical: ChatRequest) -> _Opened:
     events = provider.stream_chat(canonical).__aiter__()
     try:

@@ -19,7 +19,7 @@ from aigw.http.asgi import JSON_HEADERS, SSE_HEADERS, Request, Send, send_body
 from aigw.http.sse import SSEParser
 from aigw.policies.auth import Principal
 from aigw.providers.base import Provider
-from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, StreamRelay, serve_chat, serve_whole, usage_of_json
+from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, StreamRelay, checked_answer, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import gemini
 
@@ -150,7 +150,8 @@ class GeminiSurface(Surface):
 
         async def attempt(provider: Provider) -> tuple[bytes, None]:
             if gemini.WIRE in provider.chat_wires:
-                return await (await provider.forward_count_tokens(gemini.WIRE, body)).read(), None
+                upstream = await provider.forward_count_tokens(gemini.WIRE, body)
+                return checked_answer(provider, await upstream.read()), None
             return orjson.dumps({"totalTokens": await provider.count_tokens(canonical)}), None
 
         await serve_whole(call, send, endpoint, attempt)
