@@ -296,10 +296,19 @@ async def _encode(
     except GatewayError as error:
         await out.write(encoder.error(error))  # the headers are gone: report in-band
     finally:
+        # Closed here, not whenever the generator is collected: a client gone mid-stream must
+        # release the upstream connection now.
+        await _close(events)
         call.upstream_end()
         if builder is not None:
             _keep_response(call, None if builder.over else codec.encode_response(builder.response(), body))
     await out.close()
+
+
+async def _close(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 class DecodingStitcher:
