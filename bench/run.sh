@@ -13,7 +13,7 @@ fi
 export AIGW_DATA_DIR="$(mktemp -d)"
 trap 'rm -rf "$AIGW_DATA_DIR"' EXIT
 AIGW="$AIGW_ROOT/.venv/bin/aigw"
-TOKEN="$("$AIGW" tokens create --name bench)"
+TOKEN="$("$AIGW" tokens create --name bench --create-principal)"
 for endpoint in mock-json mock-stream; do "$AIGW" grants add "$endpoint" --user bench 2>/dev/null; done
 sed "s/{aigw_token}/$TOKEN/" "$AIGW_ROOT/bench/targets.toml" > "$AIGW_DATA_DIR/targets.toml"
 cd "$HARNESS" && exec python3 run.py --targets-file "$AIGW_DATA_DIR/targets.toml" "$@"

@@ -182,12 +182,13 @@ class Settings(Config):
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, path: str, environ: dict[str, str], source: str) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string of the document."""
+def _expand_env(value: Any, path: str, environ: dict[str, str], source: str, required: bool = True) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of the document. With `required` false
+    an unset variable stays as written (the admin commands need no provider keys)."""
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), environ, source) for k, v in value.items()}
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), environ, source, required) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", environ, source) for i, v in enumerate(value)]
+        return [_expand_env(v, f"{path}[{i}]", environ, source, required) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -197,13 +198,18 @@ def _expand_env(value: Any, path: str, environ: dict[str, str], source: str) -> 
             return environ[name]
         if default is not None:
             return default
+        if not required:
+            return match.group(0)
         raise ConfigError(f"{source}: {path}: environment variable {name} is not set")
 
     return _ENV_REFERENCE.sub(substitute, value)
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Load the YAML file (if any), apply environment overrides, validate."""
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None, *, require_env: bool = True
+) -> Settings:
+    """Load the YAML file (if any), apply environment overrides, validate. `require_env=False` lets
+    `${VAR}` references to unset variables stand (for commands that never use them)."""
     environ = dict(os.environ if environ is None else environ)
     source = str(path) if path else "<defaults>"
     document: dict[str, Any] = {}
@@ -218,7 +224,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
             raise ConfigError(f"{source}: not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping")
-        document = _expand_env(loaded or {}, "", environ, source)
+        document = _expand_env(loaded or {}, "", environ, source, require_env)
 
     server = document.setdefault("server", {})
     if not isinstance(server, dict):
@@ -258,6 +264,7 @@ def _check(settings: Settings, source: str) -> None:
     """Checks the types alone cannot express."""
     from aigw.providers.registry import PROVIDERS  # late import: providers import this module
 
+    _check_store(settings, source)
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: redis_url: must start with redis://, rediss:// or unix://")
     _check_agent(settings, source)
@@ -376,3 +383,13 @@ def _check_tool_names(names: list[str], where: str, what: str) -> None:
         if name in seen:
             raise ConfigError(f"{where}[{i}].name: duplicate {what} name '{name}'")
         seen.add(name)
+
+
+def _check_store(settings: Settings, source: str) -> None:
+    """Where the gateway listens and keeps its data: refused here rather than as a traceback later."""
+    if not 1 <= settings.server.port <= 65535:
+        raise ConfigError(f"{source}: server.port: must be between 1 and 65535, got {settings.server.port}")
+    if settings.database_url is not None:
+        scheme = settings.database_url.partition(":")[0].partition("+")[0].lower()
+        if scheme not in ("sqlite", "postgres", "postgresql"):
+            raise ConfigError(f"{source}: database_url: must be a sqlite:/// or postgresql:// URL")
