@@ -81,7 +81,7 @@ def parse_payload_query(params: Mapping[str, str], now: datetime | None = None) 
     limit_text = params.get("limit") or "50"
     # ASCII digits only, and few of them: int() takes other scripts' digits, and refuses 4,301.
     if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9) or not 1 <= int(limit_text) <= MAX_PAYLOAD_LIMIT:
-        raise invalid(f"limit must be a whole number from 1 to {MAX_PAYLOAD_LIMIT}.", "limit")
+        raise invalid(f"Invalid 'limit': expected a whole number from 1 to {MAX_PAYLOAD_LIMIT}.", "limit")
     return PayloadQuery(
         endpoint=params.get("endpoint") or None,
         principal=params.get("principal") or None,
@@ -121,7 +121,7 @@ def _time_param(params: Mapping[str, str], name: str, now: datetime) -> datetime
     try:
         return parse_time(text, now)
     except ValueError as exc:
-        raise invalid(str(exc), name) from None
+        raise invalid(f"Invalid '{name}': {exc}.", name) from None
 
 
 def _check_known(params: Mapping[str, str], known: frozenset[str]) -> None:
