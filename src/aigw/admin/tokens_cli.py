@@ -15,8 +15,10 @@ import click
 from aigw.admin.cli_support import echo_rows, format_table, json_option, store_session, when
 from aigw.store import Store, TokenInfo
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*([0-9]{1,12})\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Longer is no expiry worth stating, and past it dates overflow (datetime ends at year 9999).
+MAX_DURATION = timedelta(weeks=5200)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -24,7 +26,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"invalid duration {text!r}: use a positive number with s, m, h, d or w (e.g. 30d)")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"invalid duration {text!r}: at most 5200w (100 years)")
+    return timedelta(seconds=seconds)
 
 
 def _duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
