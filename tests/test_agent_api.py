@@ -66,6 +66,7 @@ def agent_config(fake_url: str, mcp_url: str, span_file: Path) -> str:
             "max_turns": 3,
             "max_background_seconds": MAX_BACKGROUND_SECONDS,
             "allow_inline_mcp": True,
+            "inline_mcp_allowed_hosts": ["127.0.0.1"],  # the test MCP servers are local
             "connections": [
                 {"name": "weather", "url": mcp_url, "headers": mcp_auth, "require_approval": "never"},
                 {"name": "local", "command": STDIO_COMMAND[0], "args": STDIO_COMMAND[1:], "require_approval": "never"},

@@ -135,6 +135,9 @@ class AgentConfig(Config):
     max_turns: int = 10  # model calls per response
     max_background_seconds: float = 600.0  # a background run is stopped (failed) after this
     allow_inline_mcp: bool = False  # may requests name MCP servers by URL ({"type": "mcp", ...})?
+    # Inline MCP servers may not be on loopback, private, link-local, ... addresses (see
+    # aigw.agent.egress) unless named here: host names, IP addresses or CIDR ranges.
+    inline_mcp_allowed_hosts: list[str] = []
     connections: list[ConnectionConfig] = []
     functions: list[FunctionConfig] = []
 

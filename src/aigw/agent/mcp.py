@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, REQUEST_TIMEOUT
 
+from aigw.agent.egress import EgressPolicy, checked_transport
 from aigw.config import ConnectionConfig
 
 logger = logging.getLogger("aigw.mcp")
@@ -35,6 +36,9 @@ _T = TypeVar("_T")
 _MAX_TOOL_PAGES = 100  # a server whose tools/list cursor never ends cannot hang the loop
 _SSE_READ_TIMEOUT = 300.0  # the HTTP read timeout: a server may hold a response stream open this long
 # Transport-level failures: the connection (not the request) is broken, so a fresh session may succeed.
+# What an inline server's failure says, whatever it was: the same words for a refused address, a
+# closed port, a timeout or a non-MCP answer, so none of them can be told apart from outside.
+OPAQUE_FAILURE = "the request failed"
 _CONNECTION_ERRORS = (httpx2.TransportError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError, EOFError)
 
 
@@ -71,10 +75,14 @@ class _Connection:
 class McpClient:
     """One MCP server, one long-lived session."""
 
-    def __init__(self, config: ConnectionConfig) -> None:
+    def __init__(self, config: ConnectionConfig, egress: EgressPolicy | None = None) -> None:
+        """`egress`, for a server a request named (inline): its connections are checked against
+        the policy, and its failures are told in a fixed message, never the server's own words
+        (they could be an internal service's answer, read back through the gateway)."""
         if not config.url and not config.command:
             raise ValueError(f"MCP connection {config.name!r} needs a url or a command")
         self.config = config
+        self.egress = egress
         self._conn: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._tools: list[McpTool] | None = None
@@ -179,7 +187,7 @@ class McpClient:
     def _transport(self) -> AbstractAsyncContextManager[Any]:
         config = self.config
         if config.url:
-            return _http_transport(config)
+            return _http_transport(config, self.egress)
         assert config.command
         params = StdioServerParameters(command=config.command, args=config.args, env={**os.environ, **config.env})
         return stdio_client(params, errlog=_errlog())  # type: ignore[arg-type]
@@ -222,6 +230,9 @@ class McpClient:
         return tools
 
     def _message(self, detail: str) -> str:
+        if self.egress is not None:
+            logger.info("inline MCP server %r: %s", self.config.name, self._scrub(detail))
+            return f"MCP server {self.config.name!r}: {OPAQUE_FAILURE}"
         return f"MCP server {self.config.name!r}: {self._scrub(detail)}"
 
     def _scrub(self, text: str) -> str:
@@ -298,10 +309,12 @@ def _describe(exc: BaseException | None) -> str:
 
 
 @asynccontextmanager
-async def _http_transport(config: ConnectionConfig) -> AsyncIterator[Any]:
-    """Streamable HTTP with our own HTTP client: it carries the configured headers and timeouts."""
+async def _http_transport(config: ConnectionConfig, egress: EgressPolicy | None) -> AsyncIterator[Any]:
+    """Streamable HTTP with our own HTTP client: it carries the configured headers and timeouts,
+    and for an inline server, the egress check on every connection."""
     timeout = httpx2.Timeout(config.timeout, read=max(config.timeout, _SSE_READ_TIMEOUT))
-    async with httpx2.AsyncClient(headers=config.headers, timeout=timeout) as http_client:
+    transport = checked_transport(egress) if egress is not None else None
+    async with httpx2.AsyncClient(headers=config.headers, timeout=timeout, transport=transport) as http_client:
         async with streamable_http_client(config.url or "", http_client=http_client) as streams:
             yield streams
 

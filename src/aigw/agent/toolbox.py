@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from aigw.agent.egress import EgressPolicy
 from aigw.agent.functions import PythonFunction, ToolError
 from aigw.agent.mcp import McpClient, McpConnections, McpError
 from aigw.config import ConnectionConfig
@@ -86,10 +87,11 @@ def _model_name(name: str) -> str:
 
 
 async def open_toolbox(
-    tools: list[Any], connections: McpConnections, functions: dict[str, PythonFunction], allow_inline: bool
+    tools: list[Any], connections: McpConnections, functions: dict[str, PythonFunction], inline: EgressPolicy | None
 ) -> Toolbox:
     """Sort a (validated) request's `tools`; lists the tools of every MCP server it names. A 400 names
-    the tool entry that is wrong; a server that cannot be reached is a 424, as with OpenAI."""
+    the tool entry that is wrong; a server that cannot be reached is a 424, as with OpenAI. Inline
+    MCP servers are allowed when `inline` (where they may be) is given."""
     box = Toolbox()
     try:
         for i, tool in enumerate(tools):
@@ -102,12 +104,12 @@ async def open_toolbox(
                     raise invalid(f"Unknown connection '{name}' in '{where}': the gateway declares no MCP server of that name.", where)
                 await _add_server(box, client, tool, where)
             elif kind == "mcp":
-                if not allow_inline:
+                if inline is None:
                     raise invalid(
                         f"Inline MCP servers are not allowed on this gateway ('{where}.server_url'): use a connection the gateway declares.",
                         f"{where}.server_url",
                     )
-                client = McpClient(_inline_config(tool, where))
+                client = McpClient(_inline_config(tool, where), egress=inline)
                 box._inline.append(client)
                 await _add_server(box, client, tool, where)
             elif kind in ("hosted_function", "uc_function"):
@@ -156,8 +158,10 @@ async def _add_server(box: Toolbox, client: McpClient, tool: dict[str, Any], whe
     try:
         listed = await client.list_tools()
     except McpError as error:
+        # An inline server's failure is told in fixed words (see aigw.agent.egress): no detail.
+        detail = "." if client.egress is not None else f": {error}"
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR, f"Error retrieving tool list from MCP server '{label}': {error}", status=424, param=where
+            ErrorKind.UPSTREAM_ERROR, f"Error retrieving tool list from MCP server '{label}'{detail}", status=424, param=where
         ) from None
     allowed = tool.get("allowed_tools")
     if isinstance(allowed, dict):  # OpenAI's filter form: {"tool_names": [...]}
