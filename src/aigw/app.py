@@ -12,7 +12,8 @@ import logging
 from aigw.agent.runtime import AgentRuntime
 from aigw.config import Settings
 from aigw.errors import ErrorKind, GatewayError
-from aigw.http.asgi import Receive, Request, Scope, Send, send_body
+from aigw.http.asgi import ClientDisconnected, Receive, Request, Scope, Send, send_body
+from aigw.http.cancel import CLIENT_CLOSED_REQUEST, cancel_status
 from aigw.http.pool import PooledUpstreamClient
 from aigw.http.upstream import UpstreamClient
 from aigw.policies.auth import Authenticator
@@ -34,6 +35,13 @@ from aigw.surfaces.openai import OpenAISurface, unknown_route
 from aigw.surfaces.responses import ResponsesSurface
 
 log = logging.getLogger("aigw")
+
+# What the record of a request the server cancelled says (see aigw.http.cancel).
+_CANCELLED_MESSAGES = {
+    CLIENT_CLOSED_REQUEST: "The client closed the connection before the answer.",
+    408: "The request body did not arrive in time.",
+    503: "The gateway is shutting down; try again.",
+}
 
 
 class Gateway:
@@ -122,6 +130,16 @@ class Gateway:
             await handler(request, send)
         except GatewayError as error:
             status, message = await self._send_error(send, render_error, error, request.call), error.message
+        except ClientDisconnected:
+            status, message = CLIENT_CLOSED_REQUEST, _CANCELLED_MESSAGES[CLIENT_CLOSED_REQUEST]
+        except asyncio.CancelledError as cancelled:
+            # The server stopped this request (aigw.http.cancel): record why; a shutdown still answers.
+            status = cancel_status(cancelled)
+            message = _CANCELLED_MESSAGES.get(status)
+            if status == 503:
+                error = GatewayError(ErrorKind.OVERLOADED, message or "", status=503, headers={"retry-after": "1"})
+                await self._send_error(send, render_error, error, request.call)
+            raise
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
             error = GatewayError(ErrorKind.INTERNAL, "Internal gateway error.")

@@ -156,6 +156,13 @@ class ServerConfig(Config):
     port: int = DEFAULT_PORT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     token_refresh_seconds: float = 2.0
+    # A request body must keep arriving (at most this many seconds between reads) and be complete
+    # within `request_body_timeout` of the request's head; otherwise 408 and the connection closes.
+    request_body_read_timeout: float = 30.0
+    request_body_timeout: float = 120.0
+    # Client connections held open at once (default: what the open-file limit leaves room for, at most
+    # 10,000). Past it, the longest idle keep-alive connection is closed, or the client gets a 503.
+    max_connections: int | None = None
 
 
 class RecordingConfig(Config):
@@ -263,6 +270,14 @@ def _readable(message: str) -> str:
     return f"{key}: {text}"
 
 
+def _check_server(server: ServerConfig, source: str) -> None:
+    for key in ("request_body_read_timeout", "request_body_timeout"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"{source}: server.{key}: must be positive")
+    if server.max_connections is not None and server.max_connections < 1:
+        raise ConfigError(f"{source}: server.max_connections: must be at least 1")
+
+
 def _check(settings: Settings, source: str) -> None:
     """Checks the types alone cannot express."""
     from aigw.providers.registry import PROVIDERS  # late import: providers import this module
@@ -270,6 +285,7 @@ def _check(settings: Settings, source: str) -> None:
     _check_store(settings, source)
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: redis_url: must start with redis://, rediss:// or unix://")
+    _check_server(settings.server, source)
     _check_agent(settings, source)
     names: set[str] = set()
     for i, endpoint in enumerate(settings.endpoints):
