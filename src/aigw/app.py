@@ -22,6 +22,7 @@ from aigw.call import Call
 from aigw.policies.limits import Limiter
 from aigw.recording.metrics import UsageMetrics
 from aigw.recording.records import Record
+from aigw.recording.retention import RetentionJob
 from aigw.recording.writer import RecordWriter
 from aigw.routing import DEMO_ENDPOINT, Router
 from aigw.store import Store
@@ -62,6 +63,7 @@ class Gateway:
             durable=self.records_durable,
         )
         self.agent = AgentRuntime(settings, store.engine)
+        self.retention = RetentionJob(settings.retention, store.engine)
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
@@ -90,10 +92,12 @@ class Gateway:
         await self.auth.start()
         await self.limiter.start()
         await self.records.start()
+        self.retention.start()
 
     async def shutdown(self) -> None:
         """After the server stopped taking requests: every record is flushed (or spilled to disk),
         background agent runs included (they end as failed and record themselves first)."""
+        await self.retention.stop()
         await self.agent.close()
         await self.records.close()
         await self.limiter.close()

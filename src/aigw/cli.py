@@ -78,16 +78,17 @@ def _register_admin_commands() -> None:
     from aigw.admin.access_cli import make_grants_group, make_groups_group, make_principal_group
     from aigw.admin.tokens_cli import make_tokens_group
 
-    # The admin commands find the store as `serve` does: AIGW_CONFIG, AIGW_DATABASE_URL, AIGW_DATA_DIR.
-    # They never call a provider, so provider keys named in the file need not be set for them.
-    def open_store():  # -> Store
-        return _open_store(_load(_config_from_env(), require_env=False))
-
     main.add_command(make_tokens_group(open_store))
     main.add_command(make_principal_group(open_store, "user"))
     main.add_command(make_principal_group(open_store, "service_principal"))
     main.add_command(make_groups_group(open_store))
     main.add_command(make_grants_group(open_store, lambda: _endpoint_names(_load(_config_from_env(), require_env=False))))
+
+
+def open_store():  # -> Store
+    """The store of the admin commands, found as `serve` finds it: AIGW_CONFIG, AIGW_DATABASE_URL,
+    AIGW_DATA_DIR. They never call a provider, so provider keys named in the file need not be set."""
+    return _open_store(_load(_config_from_env(), require_env=False))
 
 
 def _endpoint_names(settings: Settings) -> set[str]:
@@ -103,9 +104,11 @@ def _config_from_env() -> Path | None:
 
 
 def _register_usage() -> None:
+    from aigw.admin.purge_cli import make_purge_command
     from aigw.admin.usage_cli import make_usage_group
 
-    main.add_command(make_usage_group(lambda: _open_store(_load(_config_from_env(), require_env=False))))
+    main.add_command(make_usage_group(open_store))
+    main.add_command(make_purge_command(open_store))
 
 
 @main.group("config")

@@ -173,6 +173,15 @@ class RecordingConfig(Config):
     durable: bool = False
 
 
+class RetentionConfig(Config):
+    """How long records are kept (days; None: for ever). Each instance purges hourly."""
+
+    usage_days: float | None = None
+    payload_days: float | None = None  # payload logs hold whole bodies: usually the shortest
+    responses_days: float | None = None  # stored Responses (agent API); running ones are kept
+    interval_hours: float = 1.0
+
+
 class Settings(Config):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     data_dir: str | None = None
@@ -184,6 +193,7 @@ class Settings(Config):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     def data_path(self) -> Path:
         return Path(self.data_dir or Path.home() / ".aigw").expanduser()
@@ -283,6 +293,7 @@ def _check(settings: Settings, source: str) -> None:
     from aigw.providers.registry import PROVIDERS  # late import: providers import this module
 
     _check_store(settings, source)
+    _check_retention(settings.retention, source)
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: redis_url: must start with redis://, rediss:// or unix://")
     _check_server(settings.server, source)
@@ -412,3 +423,10 @@ def _check_store(settings: Settings, source: str) -> None:
         scheme = settings.database_url.partition(":")[0].partition("+")[0].lower()
         if scheme not in ("sqlite", "postgres", "postgresql"):
             raise ConfigError(f"{source}: database_url: must be a sqlite:/// or postgresql:// URL")
+
+
+def _check_retention(retention: RetentionConfig, source: str) -> None:
+    for field in ("usage_days", "payload_days", "responses_days", "interval_hours"):
+        value = getattr(retention, field)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{source}: retention.{field}: must be positive")

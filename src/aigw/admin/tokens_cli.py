@@ -32,7 +32,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+def duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
     if value is None:
         return None
     try:
@@ -68,7 +68,7 @@ def make_tokens_group(open_store: Callable[[], Store]) -> click.Group:
         "expires_in",
         default=None,
         metavar="DURATION",
-        callback=_duration_option,
+        callback=duration_option,
         help="Lifetime such as 30d, 12h or 3600s (default: never expires).",
     )
     def create(
