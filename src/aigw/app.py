@@ -22,6 +22,7 @@ from aigw.call import Call
 from aigw.policies.limits import Limiter
 from aigw.recording.metrics import UsageMetrics
 from aigw.recording.records import Record
+from aigw.readiness import Readiness
 from aigw.recording.retention import RetentionJob
 from aigw.recording.writer import RecordWriter
 from aigw.routing import DEMO_ENDPOINT, Router
@@ -64,6 +65,7 @@ class Gateway:
         )
         self.agent = AgentRuntime(settings, store.engine)
         self.retention = RetentionJob(settings.retention, store.engine)
+        self.readiness = Readiness(store.engine, self.limiter.redis_ping, redis_required=not self.limiter.fail_open)
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
@@ -120,6 +122,9 @@ class Gateway:
         path = request.path
         if path == "/health":
             await send_body(send, 200, b'{"status":"ok"}')
+            return
+        if path == "/ready":
+            await send_body(send, *await self.readiness.answer())
             return
         route = self.routes.get((request.method, path.rstrip("/") or "/")) or self._prefix_route(request.method, path)
         if route is None:
