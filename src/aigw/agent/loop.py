@@ -428,6 +428,9 @@ class AgentRun:
         left = self._budget_left()
         if left == 0:
             return ToolOutcome("", "Not run: this response reached its max_tool_calls.")
+        if not self.toolbox.permitted(tool):
+            kind, name = tool.grant or ("tool", tool.name)
+            return ToolOutcome("", f"Not run: the caller may not use the {kind} '{name}'.")
         self.tool_calls += 1
         attributes = {"gen_ai.tool.name": tool.remote_name or tool.name, "aigw.mcp.server": tool.server or ""}
         with self.tracing.span("aigw.agent.tool", attributes=attributes) as span:
