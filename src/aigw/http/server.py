@@ -248,7 +248,7 @@ class _Exchange:
         self.remaining = -1  # bytes still due under the app's content-length; -1 when it set none
         self.bodyless = False  # HEAD, 1xx, 204, 304: headers only
         self.task: asyncio.Task | None = None
-        self.arrived = self.last_read = connection.loop.time()  # the head; the body's latest bytes
+        self.arrived = self.last_read = 0.0  # when its turn came (see _start); the body's latest bytes
         self.received = 0  # body bytes so far
         self.cancel_reason: str | None = None  # why the server cancelled the app's task (aigw.http.cancel)
 
@@ -684,6 +684,7 @@ class _Connection(asyncio.Protocol):
 
     def _start(self, exchange: _Exchange) -> None:
         self.active = exchange
+        exchange.arrived = exchange.last_read = self.loop.time()  # a pipelined body's clock starts now
         self.server.connections.became_busy(self)
         task = self.loop.create_task(exchange.run(self.server.app))
         exchange.task = task
