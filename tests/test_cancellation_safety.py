@@ -94,7 +94,7 @@ def gateway(upstream: HoldingUpstream) -> Iterator[GatewayProcess]:
         # 1,000 tokens a minute: one request estimated at ~750 leaves room for no second one until settled.
         {"name": "limited", "destinations": [destination], "rate_limits": [{"key": "endpoint", "tokens": 1000}]},
     ]
-    process = start_gateway(yaml.safe_dump({"endpoints": endpoints}))
+    process = start_gateway(yaml.safe_dump({"server": {"graceful_timeout": 0.5}, "endpoints": endpoints}))
     yield process
     cleanup(process)
 
@@ -188,3 +188,21 @@ def test_a_cancelled_call_gives_back_its_rate_limit_charge(gateway, upstream):
         raise AssertionError(f"the second call was not admitted: {second.recv(4096)[:300]!r}") from None
     finally:
         second.close()
+
+
+def test_shutdown_answers_calls_still_running_with_503_and_records_them(gateway, upstream):
+    """Last in the file: it stops the module's gateway (graceful_timeout: 0.5)."""
+    sock = post(gateway, chat("held", "at-shutdown"))
+    upstream.wait_held(["at-shutdown"])
+    gateway.process.terminate()
+    sock.settimeout(10)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nretry-after: 1\r\n" in head.lower(), head
+    assert json.loads(body)["error"]["message"] == "The gateway is shutting down; try again."  # OpenAI's shape
+    assert gateway.process.wait(timeout=10) == 0
+    assert upstream.closed_at("at-shutdown") is not None
+    assert [r["endpoint"] for r in gateway.usage_records() if r["status"] == 503] == ["held"]

@@ -54,6 +54,8 @@ def run_serve(config: str, tmp_path, env: dict[str, str] | None = None) -> subpr
         ("endpoints: [{name: x, task: chat, destinations: [{provider: demo, model: m, colour: red}]}]", "Object contains unknown field `colour`"),
         ("endpoints: [{name: x, task: images, destinations: [{provider: demo, model: m}]}]", "endpoints[0].task"),
         ("server: {port: eighty}", "server.port: Expected `int`, got `str`"),
+        ("server: {request_body_timeout: 0}", "server.request_body_timeout: must be positive"),
+        ("server: {max_connections: 0}", "server.max_connections: must be at least 1"),
         ("endpoints: [{name: a, destinations: [{provider: demo, model: m}]}, {name: a, destinations: [{provider: demo, model: m}]}]", "duplicate endpoint name 'a'"),
         ("endpoints: [{name: a, destinations: []}]", "endpoints[0].destinations: at least one destination"),
         ("endpoints: [{name: a, task: embeddings, destinations: [{provider: anthropic, model: m, api_key: k}]}]", "does not support task(s) embeddings"),

@@ -68,7 +68,7 @@ def serve(config: Path | None, host: str | None, port: int | None) -> None:
     endpoints = ", ".join(e.name for e in settings.endpoints) or "(none configured)"
     click.echo(f"aigw listening on http://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
     http_server.run(
-        Gateway(settings, store), host, port, graceful_timeout=10.0,
+        Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout,
         request_body_read_timeout=server.request_body_read_timeout, request_body_timeout=server.request_body_timeout,
         max_connections=server.max_connections,
     )  # fmt: skip

@@ -163,6 +163,8 @@ class ServerConfig(Config):
     # Client connections held open at once (default: what the open-file limit leaves room for, at most
     # 10,000). Past it, the longest idle keep-alive connection is closed, or the client gets a 503.
     max_connections: int | None = None
+    # On SIGTERM/SIGINT, requests in flight get this long to finish; then they are cancelled (503).
+    graceful_timeout: float = 10.0
 
 
 class RecordingConfig(Config):
@@ -281,7 +283,7 @@ def _readable(message: str) -> str:
 
 
 def _check_server(server: ServerConfig, source: str) -> None:
-    for key in ("request_body_read_timeout", "request_body_timeout"):
+    for key in ("request_body_read_timeout", "request_body_timeout", "graceful_timeout"):
         if getattr(server, key) <= 0:
             raise ConfigError(f"{source}: server.{key}: must be positive")
     if server.max_connections is not None and server.max_connections < 1:

@@ -12,17 +12,25 @@ This module keeps what a gateway needs:
 
 - one asyncio.Protocol per connection, one httptools parser, one task per request running the app;
 - keep-alive by HTTP/1.1 rules, pipelined requests answered in order (reading pauses meanwhile), and
-  one periodic sweep that closes idle connections and refreshes the cached `date` header;
+  one periodic sweep that closes idle connections, ends request bodies that stopped arriving (408:
+  a gap between reads, or a total time), gives memory back after large bodies (aigw.http.process)
+  and refreshes the cached `date` header;
+- at most `max_connections` client connections (aigw.http.connection_limit): past it the longest
+  idle one is closed, or the newcomer gets a 503 with Retry-After;
 - request bodies handed to `receive()` as they arrive (reading pauses while >1 MiB waits unread),
-  `Expect: 100-continue`, limits on the request head (431) and the URL (414), 400 on malformed input;
+  `Expect: 100-continue`, limits on the request head (431) and the URL (414), 400 on malformed input,
+  on an HTTP/1.1 request without exactly one Host and on a repeated singleton header (two
+  credentials: which one counts?), 501 on a transfer coding other than chunked;
 - responses framed by content-length or chunked encoding, the head and the first body chunk in one
   write, and write flow control: `send()` waits while the client is slow to read;
-- `http.disconnect` from `receive()` when the client goes away (what cancels a forwarded stream);
-- ASGI lifespan, graceful shutdown on SIGTERM/SIGINT, optional TLS.
+- a client that goes away: `http.disconnect` from `receive()` (what cancels a forwarded stream), and,
+  if its response has not begun, its request's task cancelled (aigw.http.cancel says why: a
+  non-streamed upstream call nobody will read is closed, not paid for);
+- ASGI lifespan, graceful shutdown on SIGTERM/SIGINT (what still runs at the end is cancelled and
+  answered 503 where it can be), optional TLS.
 
 What it does not do: HTTP/2, WebSockets or other upgrades (an `Upgrade` header is ignored), several
-worker processes, access logs, proxy headers, a timeout on a request body that trickles in (the idle
-sweep covers only connections with no request in flight). Run several instances behind a balancer to
+worker processes, access logs, proxy headers. Run several instances behind a balancer to
 use more cores.
 """
 
@@ -240,7 +248,7 @@ class _Exchange:
         self.remaining = -1  # bytes still due under the app's content-length; -1 when it set none
         self.bodyless = False  # HEAD, 1xx, 204, 304: headers only
         self.task: asyncio.Task | None = None
-        self.arrived = self.last_read = connection.loop.time()  # the head; the body's latest bytes
+        self.arrived = self.last_read = 0.0  # when its turn came (see _start); the body's latest bytes
         self.received = 0  # body bytes so far
         self.cancel_reason: str | None = None  # why the server cancelled the app's task (aigw.http.cancel)
 
@@ -444,7 +452,6 @@ class _Connection(asyncio.Protocol):
         "client",
         "sockname",
         "closed",
-        "idle_since",
         "active",
         "queue",
         "write_paused",
@@ -471,7 +478,6 @@ class _Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.sockname: tuple[str, int] | None = None
         self.closed = False
-        self.idle_since: float | None = None  # when the connection last had nothing to do; None while busy
         self.active: _Exchange | None = None  # the request being answered
         self.queue: deque[_Exchange] = deque()  # pipelined requests waiting their turn
         self.write_paused = False
@@ -673,12 +679,12 @@ class _Connection(asyncio.Protocol):
     # --- serving requests in turn --------------------------------------------------------------------
 
     def _idle(self) -> None:
-        self.idle_since = self.loop.time()
-        self.server.connections.became_idle(self, self.idle_since)
+        """Nothing to do until the next request: the idle sweep may close it, a newcomer evict it."""
+        self.server.connections.became_idle(self, self.loop.time())
 
     def _start(self, exchange: _Exchange) -> None:
         self.active = exchange
-        self.idle_since = None
+        exchange.arrived = exchange.last_read = self.loop.time()  # a pipelined body's clock starts now
         self.server.connections.became_busy(self)
         task = self.loop.create_task(exchange.run(self.server.app))
         exchange.task = task
