@@ -157,3 +157,16 @@ def test_config_check_and_admin_commands_without_provider_keys(tmp_path) -> None
     assert users.returncode == 0, users.stderr
     grant = aigw("grants", "add", "gpt", "--user", "alice", AIGW_CONFIG=str(config))
     assert grant.returncode == 0, grant.stderr
+
+
+def test_listening_is_said_only_once_the_port_is_bound(tmp_path) -> None:
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_")} | {"AIGW_DATA_DIR": str(tmp_path)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([AIGW, "serve", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "listening on" not in result.stderr

@@ -66,9 +66,12 @@ def serve(config: Path | None, host: str | None, port: int | None) -> None:
         click.echo("Created the first admin token. It is shown only this once; keep it safe:", err=True)
         click.echo(admin_token)
     endpoints = ", ".join(e.name for e in settings.endpoints) or "(none configured)"
-    click.echo(f"aigw listening on http://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
+
+    def listening() -> None:
+        click.echo(f"aigw listening on http://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
+
     http_server.run(
-        Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout,
+        Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout, on_listening=listening,
         request_body_read_timeout=server.request_body_read_timeout, request_body_timeout=server.request_body_timeout,
         max_connections=server.max_connections,
     )  # fmt: skip

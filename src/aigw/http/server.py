@@ -852,10 +852,12 @@ async def serve(
     max_connections: int | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    on_listening: Callable[[], None] | None = None,
 ) -> None:
     """Serve `app` until `stop` is set (or, without one, until SIGTERM or SIGINT), then shut down
     gracefully. Runs the lifespan start-up before listening: raises StartupFailed if it fails, and
-    OSError if the address cannot be bound. Sets `ready` once listening. `max_connections`
+    OSError if the address cannot be bound. Sets `ready` and calls `on_listening` once listening
+    (not before: a bind error must not follow a "listening" line). `max_connections`
     defaults to what the open-file limit leaves room for (see aigw.http.process)."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app)
@@ -884,6 +886,8 @@ async def serve(
         stop = signals.stop
     if ready is not None:
         ready.set()
+    if on_listening is not None:
+        on_listening()
     try:
         await stop.wait()  # type: ignore[union-attr]
     finally:
