@@ -51,15 +51,25 @@ def main() -> None:
 @click.option("--config", "config", type=click.Path(path_type=Path), envvar="AIGW_CONFIG", help="YAML configuration file (env AIGW_CONFIG).")
 @click.option("--host", help="Listen address (default 127.0.0.1; env AIGW_HOST).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Listen port (default 8080; env AIGW_PORT).")
-def serve(config: Path | None, host: str | None, port: int | None) -> None:
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate (chain) for HTTPS (env AIGW_TLS_CERT).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for HTTPS (env AIGW_TLS_KEY).")
+def serve(config: Path | None, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Start the gateway."""
     from aigw.app import Gateway
     from aigw.http import server as http_server
+    from aigw.http.tls import TLSError, server_tls_context
     from aigw.store import ensure_admin_token
 
     settings = _load(config)
     server = settings.server
     host, port = host or server.host, port or server.port
+    cert, key = tls_cert or server.tls_cert, tls_key or server.tls_key
+    if (cert is None) != (key is None):
+        raise click.UsageError("give both --tls-cert and --tls-key (or server.tls_cert and server.tls_key)")
+    try:
+        tls = server_tls_context(cert, key) if cert is not None and key is not None else None
+    except TLSError as exc:
+        raise click.ClickException(str(exc)) from None
     store = _open_store(settings)
     admin_token = ensure_admin_token(store)
     if admin_token:
@@ -68,10 +78,11 @@ def serve(config: Path | None, host: str | None, port: int | None) -> None:
     endpoints = ", ".join(e.name for e in settings.endpoints) or "(none configured)"
 
     def listening() -> None:
-        click.echo(f"aigw listening on http://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
+        scheme = "https" if tls is not None else "http"
+        click.echo(f"aigw listening on {scheme}://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
 
     http_server.run(
-        Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout, on_listening=listening,
+        Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout, on_listening=listening, ssl_context=tls,
         request_body_read_timeout=server.request_body_read_timeout, request_body_timeout=server.request_body_timeout,
         max_connections=server.max_connections,
     )  # fmt: skip
@@ -123,7 +134,15 @@ def config_group() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def config_check(file: Path) -> None:
     """Validate FILE as `serve` would (environment variables included), without starting anything."""
+    from aigw.http.tls import TLSError, server_tls_context
+
     settings = _load(file)
+    if settings.server.tls_cert and settings.server.tls_key:
+        try:
+            server_tls_context(settings.server.tls_cert, settings.server.tls_key)
+        except TLSError as exc:
+            click.echo(f"aigw: configuration error: {file}: server.{exc}", err=True)
+            sys.exit(2)
     endpoints = [e.name for e in settings.endpoints] + (["demo"] if settings.demo_endpoint else [])
     store = settings.database_url and "database_url set" or f"SQLite in {settings.data_path()}"
     click.echo(f"{file}: ok ({len(endpoints)} endpoints: {', '.join(endpoints) or 'none'}; store: {store})")

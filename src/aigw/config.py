@@ -165,6 +165,9 @@ class ServerConfig(Config):
     max_connections: int | None = None
     # On SIGTERM/SIGINT, requests in flight get this long to finish; then they are cancelled (503).
     graceful_timeout: float = 10.0
+    # HTTPS: a PEM certificate (chain) and its private key; both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class RecordingConfig(Config):
@@ -251,7 +254,9 @@ def load_settings(
     server = document.setdefault("server", {})
     if not isinstance(server, dict):
         raise ConfigError(f"{source}: server: must be a mapping")
-    overrides = {"AIGW_HOST": ("host", str), "AIGW_PORT": ("port", int)}
+    overrides = {
+        "AIGW_HOST": ("host", str), "AIGW_PORT": ("port", int), "AIGW_TLS_CERT": ("tls_cert", str), "AIGW_TLS_KEY": ("tls_key", str),
+    }  # fmt: skip
     for variable, (key, kind) in overrides.items():
         if environ.get(variable):
             try:
@@ -425,6 +430,9 @@ def _check_store(settings: Settings, source: str) -> None:
         scheme = settings.database_url.partition(":")[0].partition("+")[0].lower()
         if scheme not in ("sqlite", "postgres", "postgresql"):
             raise ConfigError(f"{source}: database_url: must be a sqlite:/// or postgresql:// URL")
+    server = settings.server
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError(f"{source}: server: set both tls_cert and tls_key, or neither")
 
 
 def _check_retention(retention: RetentionConfig, source: str) -> None:
