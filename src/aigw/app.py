@@ -10,19 +10,20 @@ import asyncio
 import logging
 
 from aigw.agent.runtime import AgentRuntime
+from aigw.call import Call
 from aigw.config import Settings
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import ClientDisconnected, Receive, Request, Scope, Send, send_body
 from aigw.http.cancel import CLIENT_CLOSED_REQUEST, cancel_status
+from aigw.http.cors import CORSPolicy
 from aigw.http.pool import PooledUpstreamClient
 from aigw.http.upstream import UpstreamClient
 from aigw.policies.auth import Authenticator
-from aigw.policies.permissions import Permissions, public_endpoints
-from aigw.call import Call
 from aigw.policies.limits import Limiter
+from aigw.policies.permissions import Permissions, public_endpoints
+from aigw.readiness import Readiness
 from aigw.recording.metrics import UsageMetrics
 from aigw.recording.records import Record
-from aigw.readiness import Readiness
 from aigw.recording.retention import RetentionJob
 from aigw.recording.writer import RecordWriter
 from aigw.routing import DEMO_ENDPOINT, Router
@@ -65,6 +66,8 @@ class Gateway:
         )
         self.agent = AgentRuntime(settings, store.engine)
         self.retention = RetentionJob(settings.retention, store.engine)
+        cors = settings.server.cors_origins
+        self.cors = CORSPolicy(cors, settings.server.cors_max_age) if cors else None
         self.readiness = Readiness(store.engine, self.limiter.redis_ping, redis_required=not self.limiter.fail_open)
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
@@ -120,6 +123,13 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         path = request.path
+        if self.cors is not None and (origin := request.headers.get("origin")):
+            if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+                headers = self.cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
+                await send_body(send, 204, b"", headers)
+                return
+            if self.cors.allows(origin):
+                send = self.cors.wrap(send, origin)
         if path == "/health":
             await send_body(send, 200, b'{"status":"ok"}')
             return

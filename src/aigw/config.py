@@ -165,6 +165,10 @@ class ServerConfig(Config):
     max_connections: int | None = None
     # On SIGTERM/SIGINT, requests in flight get this long to finish; then they are cancelled (503).
     graceful_timeout: float = 10.0
+    # Browser origins allowed to call the gateway (CORS), e.g. ["https://app.example.com"]; "*" for
+    # any. Empty (the default): no CORS headers, preflights are not answered.
+    cors_origins: list[str] = []
+    cors_max_age: int = 600  # seconds a browser may cache a preflight's answer
     # HTTPS: a PEM certificate (chain) and its private key; both or neither.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -431,6 +435,9 @@ def _check_store(settings: Settings, source: str) -> None:
         if scheme not in ("sqlite", "postgres", "postgresql"):
             raise ConfigError(f"{source}: database_url: must be a sqlite:/// or postgresql:// URL")
     server = settings.server
+    for i, origin in enumerate(server.cors_origins):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
+            raise ConfigError(f"{source}: server.cors_origins[{i}]: '{origin}' is not an origin (scheme://host[:port], or *)")
     if (server.tls_cert is None) != (server.tls_key is None):
         raise ConfigError(f"{source}: server: set both tls_cert and tls_key, or neither")
 

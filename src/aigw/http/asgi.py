@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.cancel import CLIENT_GONE
+from aigw.http.encoding import codings, decode_body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -57,20 +58,22 @@ class Request:
             raise _too_large(limit)
         message = await self.receive()
         body = _body_of(message)
-        if not message.get("more_body"):
-            self.raw_body = body
-            return body
-        parts = [body]
-        size = len(body)
-        while message.get("more_body"):
-            message = await self.receive()
-            chunk = _body_of(message)
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            parts.append(chunk)
-        self.raw_body = b"".join(parts)
-        return self.raw_body
+        if message.get("more_body"):
+            parts = [body]
+            size = len(body)
+            while message.get("more_body"):
+                message = await self.receive()
+                chunk = _body_of(message)
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                parts.append(chunk)
+            body = b"".join(parts)
+        encoding = self.headers.get("content-encoding")
+        if encoding is not None and codings(encoding):
+            body = await decode_body(body, encoding, limit, _too_large(limit))
+        self.raw_body = body
+        return body
 
 
 def _body_of(message: dict[str, Any]) -> bytes:
