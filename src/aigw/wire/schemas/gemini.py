@@ -84,7 +84,8 @@ _GENERATE_FIELDS: dict[str, Any] = {
 GenerateContentRequest = _struct("GenerateContentRequest", _GENERATE_FIELDS)
 CountTokensRequest = _struct(
     "CountTokensRequest",
-    {"contents": list[Content], "generateContentRequest": _struct("Counted", {**_GENERATE_FIELDS, "model": str})},
+    # The bare form is read as a generateContent body (aigw.wire.gemini.generate_request_of_count).
+    {**_GENERATE_FIELDS, "generateContentRequest": _struct("Counted", {**_GENERATE_FIELDS, "model": str})},
 )
 EmbedContentRequest = _struct(
     "EmbedContentRequest",
