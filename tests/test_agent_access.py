@@ -70,12 +70,12 @@ def cli(agw: GatewayProcess, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def alice(agw: GatewayProcess) -> str:
-    return cli(agw, "tokens", "create", "--name", "alice-token", "--principal", "alice")
+    return cli(agw, "tokens", "create", "--name", "alice-token", "--principal", "alice", "--create-principal")
 
 
 @pytest.fixture(scope="module")
 def bob(agw: GatewayProcess) -> str:
-    return cli(agw, "tokens", "create", "--name", "bob-token", "--principal", "bob")
+    return cli(agw, "tokens", "create", "--name", "bob-token", "--principal", "bob", "--create-principal")
 
 
 def post(agw: GatewayProcess, token: str, model: str, tools: list[dict[str, Any]], text: str = "hi") -> requests.Response:

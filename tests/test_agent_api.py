@@ -269,7 +269,7 @@ def test_client_tool_round_trip(client, endpoint):
 
 def test_only_the_creator_sees_a_response(client, agw):
     response = client.responses.create(model="anthropic", input="private")
-    other = agw.cli("tokens", "create", "--name", "someone-else").stdout.strip()
+    other = agw.cli("tokens", "create", "--name", "someone-else", "--create-principal").stdout.strip()
     headers = {"Authorization": f"Bearer {other}"}
     got = requests.get(f"{agw.url}/mlflow/v1/responses/{response.id}", headers=headers)
     assert got.status_code == 404 and got.json()["error"]["message"] == f"Response with id '{response.id}' not found."

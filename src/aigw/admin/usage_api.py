@@ -79,8 +79,9 @@ def parse_payload_query(params: Mapping[str, str], now: datetime | None = None) 
     _check_known(params, _PAYLOAD_PARAMS)
     now = now or datetime.now(timezone.utc)
     limit_text = params.get("limit") or "50"
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAYLOAD_LIMIT:
-        raise invalid(f"limit must be a whole number from 1 to {MAX_PAYLOAD_LIMIT}.", "limit")
+    # ASCII digits only, and few of them: int() takes other scripts' digits, and refuses 4,301.
+    if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9) or not 1 <= int(limit_text) <= MAX_PAYLOAD_LIMIT:
+        raise invalid(f"Invalid 'limit': expected a whole number from 1 to {MAX_PAYLOAD_LIMIT}.", "limit")
     return PayloadQuery(
         endpoint=params.get("endpoint") or None,
         principal=params.get("principal") or None,
@@ -95,18 +96,22 @@ def parse_time(text: str, now: datetime) -> datetime:
     """`2026-11-01` (UTC midnight), an ISO 8601 time (UTC unless it says otherwise), or a duration
     back from `now` (`24h`, `7d`, `30m`)."""
     text = text.strip()
-    if text and text[-1].lower() in "smhdw" and text[:-1].strip().isdigit():
-        return now - parse_duration(text)
     try:
+        if text and text[-1].lower() in "smhdw" and text[:-1].strip().isdigit():
+            return now - parse_duration(text)
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # a valid time that cannot be moved to UTC (0001-01-01T00:00+01:00)
+        raise ValueError(f"invalid time {text!r}: out of range") from None
+    except ValueError as exc:
+        if str(exc).startswith("invalid duration"):
+            raise
         raise ValueError(
             f"invalid time {text!r}: use a date (2026-11-01), an ISO time (2026-11-01T12:00:00Z) "
             "or a duration back from now (24h, 7d)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def _time_param(params: Mapping[str, str], name: str, now: datetime) -> datetime | None:
@@ -116,7 +121,7 @@ def _time_param(params: Mapping[str, str], name: str, now: datetime) -> datetime
     try:
         return parse_time(text, now)
     except ValueError as exc:
-        raise invalid(str(exc), name) from None
+        raise invalid(f"Invalid '{name}': {exc}.", name) from None
 
 
 def _check_known(params: Mapping[str, str], known: frozenset[str]) -> None:

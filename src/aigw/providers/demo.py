@@ -3,6 +3,10 @@ of the box and its own tests need nothing else. It streams, calls tools and embe
 
 Behaviour: the answer echoes the last user message; with tools declared and a user turn last, it
 calls the first tool with `{"input": <user text>}`; after a tool result it reports what the tool said.
+
+Every token holder may call it, so its work is bounded whatever the request: it echoes at most
+`MAX_ECHO_CHARS` of the user's text, streams at most `MAX_STREAM_PIECES` text pieces over all
+choices, and embeds in at most its own `EMBEDDING_DIMENSIONS` (the surfaces bound `n` and the rest).
 """
 
 from __future__ import annotations
@@ -35,10 +39,13 @@ from aigw.canonical import (
     UsageEvent,
     estimate_tokens,
 )
+from aigw.errors import invalid
 from aigw.providers.base import Provider
 
 DEMO_MODEL = "aigw-demo-1"
-EMBEDDING_DIMENSIONS = 16
+EMBEDDING_DIMENSIONS = 16  # the model's size: more is refused, as a vendor's model refuses it
+MAX_ECHO_CHARS = 1_000
+MAX_STREAM_PIECES = 256
 
 
 class DemoProvider(Provider):
@@ -58,8 +65,10 @@ class DemoProvider(Provider):
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         message, finish = _answer(request)
         yield StreamStart(id="chatcmpl-demo-" + secrets.token_hex(8), model=DEMO_MODEL, created=int(time.time()))
-        for index in range(request.n or 1):
-            for word in _pieces(message.text()):
+        choices = request.n or 1
+        pieces = _pieces(message.text(), max(1, MAX_STREAM_PIECES // choices))
+        for index in range(choices):
+            for word in pieces:
                 yield TextDelta(text=word, index=index)
                 await asyncio.sleep(0)  # a real stream: each piece is its own write
             for tool_index, call in enumerate(message.tool_calls):
@@ -72,6 +81,11 @@ class DemoProvider(Provider):
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         dimensions = request.dimensions or EMBEDDING_DIMENSIONS
+        if not 1 <= dimensions <= EMBEDDING_DIMENSIONS:
+            raise invalid(
+                f"Invalid 'dimensions': this model embeds in at most {EMBEDDING_DIMENSIONS} dimensions, not {dimensions}.",
+                "dimensions",
+            )
         return EmbeddingsResponse(
             model=DEMO_MODEL,
             vectors=[_embedding(text, dimensions) for text in request.inputs],
@@ -82,8 +96,8 @@ class DemoProvider(Provider):
 def _answer(request: ChatRequest) -> tuple[Message, str]:
     last = request.messages[-1]
     if last.role == "tool":
-        return Message(role="assistant", content=[TextPart(text=f"The tool said: {last.text()}")]), "stop"
-    user_text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "")
+        return Message(role="assistant", content=[TextPart(text=f"The tool said: {last.text()[:MAX_ECHO_CHARS]}")]), "stop"
+    user_text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "")[:MAX_ECHO_CHARS]
     wants_tool = request.tools and (request.tool_choice is None or request.tool_choice.mode != "none")
     if wants_tool and last.role == "user":
         tool = request.tools[0]
@@ -100,10 +114,17 @@ def _answer(request: ChatRequest) -> tuple[Message, str]:
     return Message(role="assistant", content=[TextPart(text=text)]), "stop"
 
 
-def _pieces(text: str) -> list[str]:
-    """Split into words, keeping the spaces, so the stream rejoins to exactly the text."""
+def _pieces(text: str, limit: int) -> list[str]:
+    """Split into words, keeping the spaces, so the stream rejoins to exactly the text; at most
+    `limit` pieces (neighbouring words share one past that)."""
+    if not text:
+        return []
     words = text.split(" ")
-    return [w + " " for w in words[:-1]] + [words[-1]] if text else []
+    pieces = [w + " " for w in words[:-1]] + [words[-1]]
+    if len(pieces) <= limit:
+        return pieces
+    size = -(-len(pieces) // limit)  # ceiling division
+    return ["".join(pieces[i : i + size]) for i in range(0, len(pieces), size)]
 
 
 def _usage(request: ChatRequest, answer: Message) -> Usage:

@@ -27,6 +27,7 @@ from aigw.policies.auth import Principal
 from aigw.store.responses import StoredResponse
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_responses
+from aigw.wire.schemas.responses import ResponsesRequest
 from aigw.wire.openai_responses import new_id, now
 
 log = logging.getLogger("aigw.agent")
@@ -58,7 +59,7 @@ class AgentSurface(Surface):
     async def create(self, request: Request, send: Send) -> None:
         self.open_call(request, "mlflow_responses")
         principal = await self.authenticate(request)
-        body = await self.json_body(request)
+        body = await self.json_body(request, ResponsesRequest)
         openai_responses.validate_request(body)
         stream, background = body.get("stream") is True, body.get("background") is True
         if stream and background:

@@ -20,6 +20,7 @@ from aigw.providers.base import Provider
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, checked_answer, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import anthropic
+from aigw.wire.schemas import anthropic as schemas
 
 PREFIX = "/anthropic/v1"
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"  # endpoints have no release date; the field is required
@@ -73,7 +74,7 @@ class AnthropicSurface(Surface):
     async def messages(self, request: Request, send: Send) -> None:
         self.open_call(request, "anthropic")
         await self.authenticate(request)
-        body = await self.json_body(request)
+        body = await self.json_body(request, schemas.MessagesRequest)
         anthropic.validate_request(body)
         endpoint, call = await self.begin(request, body["model"], "chat")
         stream = body.get("stream") is True
@@ -84,7 +85,7 @@ class AnthropicSurface(Surface):
         and recorded like any call (with no tokens used), so it cannot be an unmetered channel."""
         self.open_call(request, "anthropic_count_tokens")
         await self.authenticate(request)
-        body = await self.json_body(request)
+        body = await self.json_body(request, schemas.CountTokensRequest)
         # A count_tokens body is a Messages body without max_tokens: validate it as one.
         as_messages = {"max_tokens": 1, **body} if isinstance(body, dict) else body
         anthropic.validate_request(as_messages)

@@ -15,6 +15,7 @@ from aigw.canonical import estimate_tokens_of_size
 from aigw.errors import GatewayError, invalid
 from aigw.http.asgi import JSON_HEADERS, Request, Send
 from aigw.policies.auth import Principal
+from aigw.wire.schemas import Schema, check_depth, conform
 
 if TYPE_CHECKING:
     from aigw.app import Gateway
@@ -25,13 +26,19 @@ ErrorRenderer = Callable[[GatewayError], tuple[int, bytes, list[tuple[bytes, byt
 TAGS_HEADER = "x-aigw-request-tags"
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, schema: type[Schema] | None = None) -> Any:
+    """The parsed body, no deeper than the gateway writes back, and fitting `schema` if given:
+    400 naming the field otherwise, before any work is done on it."""
     if not body:
         raise invalid("The request body is empty; expected a JSON object.")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"The request body is not valid JSON: {exc}.") from None
+    check_depth(parsed, body)
+    if schema is not None:
+        conform(parsed, schema)
+    return parsed
 
 
 def request_tags(request: Request) -> dict[str, str]:
@@ -89,8 +96,8 @@ class Surface:
         """`names` without the endpoints `principal` may not query: what the model lists show."""
         return self.gateway.permissions.queryable(principal, names)
 
-    async def json_body(self, request: Request) -> Any:
-        return parse_json(await request.body(self.gateway.settings.server.max_request_bytes))
+    async def json_body(self, request: Request, schema: type[Schema] | None = None) -> Any:
+        return parse_json(await request.body(self.gateway.settings.server.max_request_bytes), schema)
 
     async def begin(self, request: Request, name: str, task: str) -> tuple[Endpoint, Call]:
         """The checks every call to an endpoint starts with, after `open_call` and `authenticate`:

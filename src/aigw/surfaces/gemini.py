@@ -22,6 +22,7 @@ from aigw.providers.base import Provider
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, StreamRelay, checked_answer, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import gemini
+from aigw.wire.schemas import gemini as schemas
 
 VERSIONS = ("/gemini/v1beta", "/gemini/v1")
 CHAT_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
@@ -132,7 +133,7 @@ class GeminiSurface(Surface):
         self.open_call(request, "gemini_count_tokens" if method == "countTokens" else "gemini")
         principal = await self.authenticate(request)
         self.authorize(principal, name)
-        body = await self.json_body(request)
+        body = await self.json_body(request, self._schemas[method])
         await handler(self, request, send, principal, name, method, body)
 
     async def _generate(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
@@ -177,6 +178,14 @@ class GeminiSurface(Surface):
         "countTokens": _count_tokens,
         "embedContent": _embed,
         "batchEmbedContents": _embed,
+    }
+
+    _schemas = {
+        "generateContent": schemas.GenerateContentRequest,
+        "streamGenerateContent": schemas.GenerateContentRequest,
+        "countTokens": schemas.CountTokensRequest,
+        "embedContent": schemas.EmbedContentRequest,
+        "batchEmbedContents": schemas.BatchEmbedContentsRequest,
     }
 
     async def models(self, request: Request, send: Send) -> None:

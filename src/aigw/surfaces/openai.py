@@ -18,6 +18,7 @@ from aigw.providers.base import Provider
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, passed_usage, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_embeddings
+from aigw.wire.schemas import openai as schemas
 
 PREFIXES = ("/mlflow/v1", "/openai/v1", "/cursor/v1", "/codex/v1")
 
@@ -67,7 +68,7 @@ class OpenAISurface(Surface):
     async def chat_completions(self, request: Request, send: Send) -> None:
         self.open_call(request, "openai_chat")
         await self.authenticate(request)
-        body = await self.json_body(request)
+        body = await self.json_body(request, schemas.ChatCompletionRequest)
         openai_chat.validate_request(body)
         endpoint, call = await self.begin(request, body["model"], "chat")
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
@@ -75,7 +76,7 @@ class OpenAISurface(Surface):
     async def embeddings(self, request: Request, send: Send) -> None:
         self.open_call(request, "openai_embeddings")
         await self.authenticate(request)
-        body = await self.json_body(request)
+        body = await self.json_body(request, schemas.EmbeddingsRequest)
         openai_embeddings.validate_request(body)
         endpoint, call = await self.begin(request, body["model"], "embeddings")
         destinations = endpoint.every_destination()

@@ -20,6 +20,7 @@ from aigw.http.sse import SSEParser, sse_frame
 from aigw.surfaces.chat_flow import EventRelay, serve_chat, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_responses
+from aigw.wire.schemas.responses import ResponsesRequest
 
 PREFIXES = ("/openai/v1", "/codex/v1")
 TERMINAL_EVENTS = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
@@ -141,7 +142,7 @@ class ResponsesSurface(Surface):
     async def create(self, request: Request, send: Send) -> None:
         self.open_call(request, "openai_responses")
         await self.authenticate(request)
-        body = await self.json_body(request)
+        body = await self.json_body(request, ResponsesRequest)
         openai_responses.validate_request(body)
         endpoint, call = await self.begin(request, body["model"], "chat")
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)

@@ -432,7 +432,7 @@ def _schema_from_gemini(schema: Any) -> Any:
             out[key] = _schema_from_gemini(value)
         elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
             out[key] = [_schema_from_gemini(v) for v in value]
-        elif key in _INT64_KEYS and isinstance(value, str) and value.isdigit():
+        elif key in _INT64_KEYS and isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
             out[key] = int(value)
         elif key not in ("nullable", "propertyOrdering"):
             out[key] = value
