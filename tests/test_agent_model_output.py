@@ -20,6 +20,7 @@ import requests
 import yaml
 from aiohttp import web
 
+from aigw.wire.openai_responses import decode_usage
 from tests.gateway_process import GatewayProcess, cleanup, start_gateway
 
 CREATED = {"type": "response.created", "response": {"id": "resp_up", "status": "in_progress", "output": []}}
@@ -191,3 +192,18 @@ def test_a_well_formed_stream_still_completes(agw: GatewayProcess) -> None:
     events, done = stream_events(post(agw, {"model": "ok", "input": "hello", "stream": True}, stream=True))
     assert done and events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["usage"]["input_tokens"] == 3
+
+
+@pytest.mark.parametrize(
+    "usage, expected",
+    [
+        ({"input_tokens": 5, "output_tokens": 2, "input_tokens_details": {"cached_tokens": 1}}, (5, 2, 1, None)),
+        ({"input_tokens": "5", "output_tokens": -2, "output_tokens_details": {"reasoning_tokens": 1.5}}, (0, 0, None, None)),
+        ({"input_tokens": True, "output_tokens": 2**40, "input_tokens_details": "x", "output_tokens_details": []}, (0, 0, None, None)),
+        ({"input_tokens": None, "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 2}}, (0, 3, None, 2)),
+    ],
+)
+def test_the_usage_reader_takes_only_counts(usage: dict[str, Any], expected: tuple) -> None:
+    read = decode_usage(usage)
+    assert read is not None
+    assert (read.input_tokens, read.output_tokens, read.cached_input_tokens, read.reasoning_tokens) == expected

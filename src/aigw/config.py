@@ -384,6 +384,7 @@ def _check_rate_limits(endpoint: EndpointConfig, where: str) -> None:
 
 
 def _check_agent(settings: Settings, source: str) -> None:
+    from aigw.agent.egress import EgressPolicy
     from aigw.agent.functions import PythonFunction  # late import: it imports this module
 
     agent = settings.agent
@@ -407,6 +408,10 @@ def _check_agent(settings: Settings, source: str) -> None:
             PythonFunction.load(function)
         except ValueError as exc:
             raise ConfigError(f"{where}.function: {exc}") from None
+    try:
+        EgressPolicy(agent.inline_mcp_allowed_hosts)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     tracing = settings.tracing
     if tracing.enabled and tracing.otlp_endpoint is not None:
         try:

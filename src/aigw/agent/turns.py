@@ -103,9 +103,14 @@ async def _encoded_events(provider: Provider, body: dict[str, Any]) -> AsyncIter
     504); after it, the loop's `error` event and failed response carry its code."""
     encoder = openai_responses.StreamEncoder(body)
     parser = SSEParser()
-    events: AsyncIterator[StreamEvent] = provider.stream_chat(openai_responses.decode_request(body)).__aiter__()
-    async for event in events:
-        for sse in parser.feed(encoder.encode(event)):
-            yield orjson.loads(sse.data)
+    events: AsyncIterator[StreamEvent] = provider.stream_chat(openai_responses.decode_request(body))
+    try:
+        async for event in events:
+            for sse in parser.feed(encoder.encode(event)):
+                yield orjson.loads(sse.data)
+    finally:  # an error or a client gone: the provider's upstream response is released now, not at GC
+        close = getattr(events, "aclose", None)  # async generators have it; other iterators need none
+        if close is not None:
+            await close()
     for sse in parser.feed(encoder.finish()):
         yield orjson.loads(sse.data)
