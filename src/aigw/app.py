@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aigw.agent.runtime import AgentRuntime
 from aigw.call import Call
@@ -18,6 +19,7 @@ from aigw.http.cancel import CLIENT_CLOSED_REQUEST, cancel_status
 from aigw.http.cors import CORSPolicy
 from aigw.http.pool import PooledUpstreamClient
 from aigw.http.upstream import UpstreamClient
+from aigw.logs import ACCESS, log_access
 from aigw.policies.auth import Authenticator
 from aigw.policies.limits import Limiter
 from aigw.policies.permissions import Permissions, public_endpoints
@@ -123,6 +125,7 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         path = request.path
+        started = time.perf_counter()
         if self.cors is not None and (origin := request.headers.get("origin")):
             if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
                 headers = self.cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
@@ -137,9 +140,12 @@ class Gateway:
             await send_body(send, *await self.readiness.answer())
             return
         route = self.routes.get((request.method, path.rstrip("/") or "/")) or self._prefix_route(request.method, path)
+        access_logged = ACCESS.isEnabledFor(logging.INFO)  # health and readiness probes are not logged
         if route is None:
             renderer = next((r for p, r in self._unknown_path_renderers if path.startswith(p)), self._fallback_renderer)
-            await self._send_error(send, renderer, unknown_route(request), None)
+            status = await self._send_error(send, renderer, unknown_route(request), None)
+            if access_logged:
+                log_access(request.method, path, status, started, None)
             return
         handler, render_error = route
         if self.records_durable:
@@ -166,6 +172,8 @@ class Gateway:
         finally:
             if request.call is not None and not request.call.closed:
                 self.finish_call(request.call, status, message)
+            if access_logged:
+                log_access(request.method, path, status, started, request.call)
 
     def finish_call(self, call: Call, status: int, error: str | None) -> None:
         """The request is over: record it and settle its rate-limit charge with the real tokens."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from importlib.metadata import version
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from aigw.config import ConfigError, Settings, load_settings
+from aigw.logs import LEVELS
 
 
 def _load(config: Path | None, *, require_env: bool = True) -> Settings:
@@ -53,14 +55,26 @@ def main() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), help="Listen port (default 8080; env AIGW_PORT).")
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate (chain) for HTTPS (env AIGW_TLS_CERT).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for HTTPS (env AIGW_TLS_KEY).")
-def serve(config: Path | None, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), envvar="AIGW_LOG_LEVEL", help="Log level (default info; env AIGW_LOG_LEVEL).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="AIGW_LOG_FORMAT", help="Log lines as text or JSON (default text; env AIGW_LOG_FORMAT).")
+@click.option("--access-log/--no-access-log", default=None, help="A log line per request (default on).")
+def serve(
+    config: Path | None, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None,
+    log_level: str | None, log_format: str | None, access_log: bool | None,
+) -> None:  # fmt: skip
     """Start the gateway."""
+    from aigw import logs
     from aigw.app import Gateway
     from aigw.http import server as http_server
     from aigw.http.tls import TLSError, server_tls_context
     from aigw.store import ensure_admin_token
 
     settings = _load(config)
+    logging_config = settings.logging
+    logs.configure(
+        (log_level or logging_config.level).lower(), log_format or logging_config.format,
+        logging_config.access_log if access_log is None else access_log,
+    )  # fmt: skip
     server = settings.server
     host, port = host or server.host, port or server.port
     cert, key = tls_cert or server.tls_cert, tls_key or server.tls_key
@@ -73,13 +87,12 @@ def serve(config: Path | None, host: str | None, port: int | None, tls_cert: Pat
     store = _open_store(settings)
     admin_token = ensure_admin_token(store)
     if admin_token:
-        click.echo("Created the first admin token. It is shown only this once; keep it safe:", err=True)
+        logging.getLogger("aigw").warning("created the first admin token, printed on stdout: it is shown only this once; keep it safe")
         click.echo(admin_token)
-    endpoints = ", ".join(e.name for e in settings.endpoints) or "(none configured)"
 
     def listening() -> None:
         scheme = "https" if tls is not None else "http"
-        click.echo(f"aigw listening on {scheme}://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
+        logs.start_summary(settings, f"{scheme}://{host}:{port}", store.describe())
 
     http_server.run(
         Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout, on_listening=listening, ssl_context=tls,

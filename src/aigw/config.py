@@ -182,6 +182,14 @@ class RecordingConfig(Config):
     durable: bool = False
 
 
+class LoggingConfig(Config):
+    """The gateway's log on stderr (see aigw.logs); `aigw serve` flags override it."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = True  # a line per request (never a body, header or token)
+
+
 class RetentionConfig(Config):
     """How long records are kept (days; None: for ever). Each instance purges hourly."""
 
@@ -203,6 +211,7 @@ class Settings(Config):
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
     def data_path(self) -> Path:
         return Path(self.data_dir or Path.home() / ".aigw").expanduser()

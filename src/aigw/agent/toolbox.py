@@ -15,6 +15,7 @@ The MCP forms take `allowed_tools` and `require_approval` ("always", "never", or
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -27,6 +28,8 @@ from aigw.agent.mcp import McpClient, McpConnections, McpError
 from aigw.config import ConnectionConfig
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.wire.openai_responses import TOOL_NAME, new_id
+
+log = logging.getLogger("aigw.mcp")
 
 
 class ToolOutcome(NamedTuple):
@@ -243,6 +246,7 @@ def _mcp_runner(client: McpClient, name: str) -> Callable[[str], Awaitable[ToolO
         try:
             result = await client.call_tool(name, parsed)
         except McpError as error:
+            log.warning("MCP server %r: tool %r failed: %s", client.config.name, name, error)
             return ToolOutcome("", str(error))
         return ToolOutcome("", result.output) if result.is_error else ToolOutcome(result.output)
 
