@@ -106,6 +106,11 @@ async def call_with_fallback(
             started = time.perf_counter()
             try:
                 result = await attempt(provider)
+            except asyncio.CancelledError:
+                # The client left (or the gateway is stopping): the record still names the destination
+                # that was called, which may bill for what it generated.
+                attempts.append(Attempt(provider.label, None, _ms(started), "cancelled"))
+                raise
             except GatewayError as failure:
                 attempts.append(Attempt(provider.label, failure.upstream_status, _ms(started), failure.message))
                 if not failure.retryable:
