@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from aigw.errors import GatewayError, invalid
+from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.wire.schemas.bounds import MAX_DEPTH
 
 
@@ -55,33 +55,40 @@ _NAMES = {
 _RANGE_WORDS = {"<=": "above maximum value", "<": "above maximum value", ">=": "below minimum value", ">": "below minimum value"}
 
 
+def _invalid(message: str, param: str, code: str) -> GatewayError:
+    return GatewayError(ErrorKind.INVALID_REQUEST, message, param=param, code=code)
+
+
 def schema_error(message: str, body: Any) -> GatewayError:
-    """msgspec's ValidationError text -> a 400 in OpenAI's words, `param` the field's path."""
+    """msgspec's ValidationError text -> a 400 in OpenAI's words and codes, `param` the field's path."""
     match = _AT.match(message)
     detail, path = (match["detail"], (match["path"] or "").lstrip(".")) if match else (message, "")
     if missing := _MISSING.match(detail):
         field = f"{path}.{missing['field']}" if path else missing["field"]
-        return invalid(f"Missing required parameter: '{field}'.", field)
+        return _invalid(f"Missing required parameter: '{field}'.", field, "missing_required_parameter")
     if not path:
         return invalid("The request body must be a JSON object.")
     if kind := _TYPE.match(detail):
         expected = [_NAMES.get(t, t) for t in kind["expected"].split(" | ") if t != "null"] or ["null"]
         got = _NAMES.get(kind["got"], kind["got"])
-        return invalid(f"Invalid type for '{path}': expected {' or '.join(expected)}, but got {got} instead.", path)
+        return _invalid(f"Invalid type for '{path}': expected {' or '.join(expected)}, but got {got} instead.", path, "invalid_type")
     if limit := _RANGE.match(detail):
         value = _value_at(body, path)
         got = f", but got {value!r} instead" if isinstance(value, (int, float)) else ""
         number = "integer" if limit["kind"] == "int" else "decimal"
         bound = limit["limit"].removesuffix(".0")
         words = f"{number} {_RANGE_WORDS[limit['op']]}"
-        return invalid(f"Invalid '{path}': {words}. Expected a value {limit['op']} {bound}{got}.", path)
+        code = f"{number}_{'above_max' if '<' in limit['op'] else 'below_min'}_value"  # as OpenAI's
+        message = f"Invalid '{path}': {words}. Expected a value {limit['op']} {bound}{got}."
+        return _invalid(message, path, code)
     if length := _LENGTH.match(detail):
         if length["op"] == ">=" and length["limit"] == "1":
-            return invalid(f"Invalid '{path}': expected a non-empty {length['kind']}.", path)
+            return _invalid(f"Invalid '{path}': expected a non-empty {length['kind']}.", path, "empty_array")
         noun = "items" if length["kind"] == "array" else "characters"
         relation = "at most" if length["op"].startswith("<") else "at least"
-        return invalid(f"Invalid '{path}': expected {relation} {length['limit']} {noun}.", path)
-    return invalid(f"Invalid '{path}': {detail[:1].lower()}{detail[1:]}.", path)
+        code = "array_above_max_length" if relation == "at most" else "array_below_min_length"
+        return _invalid(f"Invalid '{path}': expected {relation} {length['limit']} {noun}.", path, code)
+    return _invalid(f"Invalid '{path}': {detail[:1].lower()}{detail[1:]}.", path, "invalid_value")
 
 
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
