@@ -23,16 +23,21 @@ class Schema(msgspec.Struct, gc=False):
 def check_depth(body: Any, raw: bytes, limit: int = MAX_DEPTH) -> None:
     """400 if `body` (parsed from `raw`) nests arrays and objects deeper than `limit`. A body with
     at most `limit` opening brackets cannot be that deep (two C-speed counts decide that for nearly
-    every request); others are walked, each container once, without recursion."""
-    if raw.count(b"[") + raw.count(b"{") <= limit or not isinstance(body, (dict, list)):
+    every request); others are walked level by level, one comprehension per level (a third of the
+    cost of a walk with a stack, and no recursion)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
         return
-    stack: list[tuple[Any, int]] = [(body, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            raise invalid(f"The request body nests arrays and objects deeper than {limit} levels.")
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    level = [body]
+    for _ in range(limit):
+        level = [
+            child
+            for value in level
+            for child in (value.values() if type(value) is dict else value)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return
+    raise invalid(f"The request body nests arrays and objects deeper than {limit} levels.")
 
 
 def conform(body: Any, schema: type[Schema]) -> None:
