@@ -176,6 +176,8 @@ def mutated(draw: st.DrawFn, template: dict[str, Any]) -> Any:
             parent[key]
         except (KeyError, IndexError, TypeError):
             continue
+        if not isinstance(parent, (dict, list)):  # a string a former mutation put there
+            continue
         operation = draw(st.sampled_from(OPERATIONS))
         if operation == "delete":
             del parent[key]
