@@ -29,7 +29,8 @@ This module keeps what a gateway needs:
 - ASGI lifespan, graceful shutdown on SIGTERM/SIGINT (what still runs at the end is cancelled and
   answered 503 where it can be), optional TLS.
 
-What it does not do: HTTP/2, WebSockets or other upgrades (an `Upgrade` header is ignored), several
+What it does not do: HTTP/2 (a client opening with its preface gets HTTP/2's own "use HTTP/1.1"
+refusal, aigw.http.http2), WebSockets or other upgrades (an `Upgrade` header is ignored), several
 worker processes, access logs, proxy headers. Run several instances behind a balancer to
 use more cores.
 """
@@ -50,6 +51,7 @@ import httptools
 
 from aigw.http.cancel import BODY_TIMEOUT, CLIENT_GONE, SHUTTING_DOWN
 from aigw.http.connection_limit import ConnectionLimit
+from aigw.http.http2 import HTTP2_REFUSAL, PREFACE_START
 from aigw.http.lifespan import Lifespan, StartupFailed, StopSignals
 from aigw.http.process import HeapTrimmer, default_max_connections, raise_fd_limit, tune_gc
 from aigw.http.types import ASGI_VERSION, ASGIApp
@@ -567,6 +569,11 @@ class _Connection(asyncio.Protocol):
                 self._reject(400)
             return
         except httptools.HttpParserError:
+            if data.startswith(PREFACE_START) and self.active is None and not self.queue:
+                self._discarding = True
+                self.write(HTTP2_REFUSAL)
+                self.close()
+                return
             self._reject(400)
             return
         if self._in_head and self._head_fed > self.server.max_head_bytes:
