@@ -609,6 +609,19 @@ def _dict(body: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def echoed_tools(tools: Any) -> list[Any]:
+    """The request's tools as a Response lists them: a function tool always has `description`,
+    `parameters` and `strict` (null where the client gave none), as the Open Responses schema says."""
+    if not isinstance(tools, list):
+        return []
+    return [
+        {**tool, "description": tool.get("description"), "parameters": tool.get("parameters"),
+         "strict": tool["strict"] if isinstance(tool.get("strict"), bool) else None}
+        if isinstance(tool, dict) and tool.get("type") == "function" else tool
+        for tool in tools
+    ]  # fmt: skip
+
+
 def build_response(
     body: dict[str, Any],
     *,
@@ -651,7 +664,7 @@ def build_response(
         "temperature": body.get("temperature", 1.0),
         "text": {"format": {"type": "text"}, "verbosity": "medium", **_dict(body, "text")},
         "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
+        "tools": echoed_tools(body.get("tools")),
         "top_logprobs": body.get("top_logprobs", 0),
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation", "disabled"),
