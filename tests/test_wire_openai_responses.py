@@ -418,7 +418,7 @@ def test_stream_tools_structure(fixed_ids: None) -> None:
     carrier = final["output"][-1]
     assert carrier["type"] == "reasoning" and carrier["summary"] == []
     assert wire.decode_reasoning_token(carrier["encrypted_content"], "x").calls == {"call_time": ("gemini", "gemini-thought-sig")}
-    assert final["tools"] == body["tools"] and final["tool_choice"] == "required"
+    assert final["tools"] == wire.echoed_tools(body["tools"]) and all("strict" in t for t in final["tools"] if t["type"] == "function") and final["tool_choice"] == "required"
 
 
 def test_stream_reasoning_round_trip(fixed_ids: None) -> None:
