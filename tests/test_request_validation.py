@@ -337,3 +337,32 @@ def test_token_expiry_overflow_is_a_usage_error(gateway):
     result = gateway.cli("tokens", "create", "--name", "overflow", "--expires-in", "999999999w")
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr and "at most 5200w" in result.stderr
+
+
+# --- the checks themselves ----------------------------------------------------------------------
+
+
+def test_depth_limit_is_exact_and_ignores_brackets_in_strings():
+    from aigw.errors import GatewayError
+    from aigw.wire.schemas import check_depth
+
+    for levels, ok in ((127, True), (128, False)):
+        body = {"a": deep(levels)}  # the object is one level more
+        raw = json.dumps(body).encode()
+        if ok:
+            check_depth(body, raw)
+        else:
+            with pytest.raises(GatewayError):
+                check_depth(body, raw)
+    text = {"a": "[" * 500 + "{" * 500}
+    check_depth(text, json.dumps(text).encode())
+
+
+def test_schema_errors_speak_openai(http):
+    error = openai_error(http.post("/mlflow/v1/chat/completions", json={**CHAT, "n": 1000}), "n")
+    assert error["message"] == "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 1000 instead."
+    assert error["code"] == "integer_above_max_value"
+    error = openai_error(http.post("/mlflow/v1/chat/completions", json={"messages": CHAT["messages"]}), "model")
+    assert error["message"] == "Missing required parameter: 'model'." and error["code"] == "missing_required_parameter"
+    error = openai_error(http.post("/mlflow/v1/chat/completions", json={**CHAT, "stop": 5}), "stop")
+    assert error["message"] == "Invalid type for 'stop': expected a string or an array, but got an integer instead."
