@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -61,10 +62,15 @@ class GatewayProcess:
 
 
 def start_gateway(
-    config: str | None = None, env: dict[str, str] | None = None, timeout: float = 30.0, data_dir: Path | None = None
+    config: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    data_dir: Path | None = None,
+    tls_ca: Path | None = None,
 ) -> GatewayProcess:
     """A gateway on a fresh data directory, or on `data_dir` again (a restart: no new admin token
-    is printed, the caller keeps the first one)."""
+    is printed, the caller keeps the first one). With `tls_ca` it serves HTTPS (its certificate
+    set by the caller's env or config), checked against that CA."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="aigw-test-"))
     port = free_port()
     # A developer's own AIGW_* variables must not leak into the gateway under test.
@@ -79,13 +85,14 @@ def start_gateway(
     # stdout to a file: it holds the admin token on a first start, and nothing otherwise.
     with open(data_dir / "gateway.log", "ab") as log, open(data_dir / "stdout.txt", "ab") as out:
         process = subprocess.Popen(args, env=full_env, stdout=out, stderr=log)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"aigw exited with {process.returncode}:\n{(data_dir / 'gateway.log').read_text()}")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
+            with urllib.request.urlopen(url + "/health", timeout=1, context=context):
                 break
         except OSError:
             if time.monotonic() > deadline:

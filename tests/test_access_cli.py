@@ -80,7 +80,7 @@ def test_principals_groups_grants_and_tokens(tmp_path: Path) -> None:
     _failed(aigw("grants", "remove", "chta", "--group", "eng", "--permission", "CAN_QUERY", ok=False), "no CAN_QUERY")
     aigw("grants", "remove", "chta", "--group", "eng")
 
-    token = aigw("tokens", "create", "--name", "ci", "--principal", "svc", "--service-principal").stdout.strip()
+    token = aigw("tokens", "create", "--name", "ci", "--principal", "svc", "--service-principal", "--create-principal").stdout.strip()
     assert token.startswith("aigw_") and "\n" not in token
     assert [p["name"] for p in _json(aigw("service-principals", "list", "--json"))] == ["ci-bot", "svc"]
     aigw("tokens", "create", "--name", "laptop", "--principal", "alice")
@@ -96,7 +96,7 @@ def test_principals_groups_grants_and_tokens(tmp_path: Path) -> None:
 
 def test_the_same_commands_on_postgresql(postgres_database: str) -> None:  # noqa: F811
     aigw = _runner({"AIGW_DATABASE_URL": postgres_database})
-    aigw("tokens", "create", "--name", "laptop", "--principal", "alice")
+    aigw("tokens", "create", "--name", "laptop", "--principal", "alice", "--create-principal")
     aigw("groups", "create", "eng")
     aigw("groups", "add-member", "eng", "alice")
     aigw("grants", "add", "demo", "--group", "eng", "--permission", "CAN_MANAGE")
@@ -125,6 +125,9 @@ def test_principal_errors(cli: Callable[..., Result]) -> None:
     _failed(cli("users", "delete", "bot"), "'bot' is a service principal, not a user")
     _failed(cli("service-principals", "delete", "nobody"), "no service principal 'nobody'")
     _failed(cli("tokens", "create", "--name", "x", "--principal", "alice", "--service-principal"), "is a user")
+    # A typo must not mint a new identity: creating a principal takes --create-principal.
+    _failed(cli("tokens", "create", "--name", "y", "--principal", "alcie"), "no principal named 'alcie'")
+    assert "alcie" not in cli("users", "list").stdout
     assert cli("service-principals", "delete", "bot").exit_code == 0
     empty = cli("service-principals", "list")
     assert empty.stdout == "" and "No service principals." in empty.stderr

@@ -42,7 +42,7 @@ def _cli(gateway: GatewayProcess, *args: str) -> str:
 
 
 def _token(gateway: GatewayProcess, principal: str, *extra: str) -> str:
-    return _cli(gateway, "tokens", "create", "--name", f"{principal}-token", "--principal", principal, *extra)
+    return _cli(gateway, "tokens", "create", "--name", f"{principal}-token", "--principal", principal, "--create-principal", *extra)
 
 
 # -- one request per route that names an endpoint -------------------------------------------------------

@@ -66,6 +66,7 @@ def agent_config(fake_url: str, mcp_url: str, span_file: Path) -> str:
             "max_turns": 3,
             "max_background_seconds": MAX_BACKGROUND_SECONDS,
             "allow_inline_mcp": True,
+            "inline_mcp_allowed_hosts": ["127.0.0.1"],  # the test MCP servers are local
             "connections": [
                 {"name": "weather", "url": mcp_url, "headers": mcp_auth, "require_approval": "never"},
                 {"name": "local", "command": STDIO_COMMAND[0], "args": STDIO_COMMAND[1:], "require_approval": "never"},
@@ -268,7 +269,7 @@ def test_client_tool_round_trip(client, endpoint):
 
 def test_only_the_creator_sees_a_response(client, agw):
     response = client.responses.create(model="anthropic", input="private")
-    other = agw.cli("tokens", "create", "--name", "someone-else").stdout.strip()
+    other = agw.cli("tokens", "create", "--name", "someone-else", "--create-principal").stdout.strip()
     headers = {"Authorization": f"Bearer {other}"}
     got = requests.get(f"{agw.url}/mlflow/v1/responses/{response.id}", headers=headers)
     assert got.status_code == 404 and got.json()["error"]["message"] == f"Response with id '{response.id}' not found."

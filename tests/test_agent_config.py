@@ -30,6 +30,8 @@ def load(tmp_path, text: str):
         ("agent: {functions: [{name: f, function: 'tests.agent_functions:variadic'}]}", "agent.functions[0].function:"),
         ("agent: {functions: [{name: f, function: 'tests.agent_functions:add', timeout: 0}]}", "agent.functions[0].timeout: must be positive"),
         ("agent: {max_turns: 0}", "agent: max_turns must be at least 1"),
+        ("agent: {inline_mcp_allowed_hosts: ['10.0.0.0/33']}", "agent.inline_mcp_allowed_hosts: '10.0.0.0/33' is not a host name"),
+        ("agent: {inline_mcp_allowed_hosts: ['']}", "agent.inline_mcp_allowed_hosts: '' is not a host name"),
         ("agent: {colour: red}", "Object contains unknown field `colour`"),
     ],
 )

@@ -217,7 +217,7 @@ def _first_allowed(gateway: GatewayProcess, token: str, endpoint: str, timeout: 
 
 def test_per_user_limits_give_each_user_a_bucket(gateway):
     users = ("alice", "bob")
-    commands = [("tokens", "create", "--name", f"{u}-key", "--principal", u) for u in users]
+    commands = [("tokens", "create", "--name", f"{u}-key", "--principal", u, "--create-principal") for u in users]
     commands.append(("grants", "add", "per-user", "--group", "users"))  # every token holder
     with ThreadPoolExecutor(max_workers=3) as pool:  # each command takes a second to start
         outputs = list(pool.map(lambda args: _cli(gateway, *args), commands))

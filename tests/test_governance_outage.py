@@ -167,7 +167,7 @@ def test_requests_are_answered_and_recorded_through_a_database_outage(postgres, 
     before, during, after = [f"before-{i}" for i in range(3)], [f"during-{i}" for i in range(8)], ["after-0", "after-1"]
     try:
         # A user who may query the endpoint through a grant, besides the admin.
-        commands = [("tokens", "create", "--name", "carol-key", "--principal", "carol"), ("grants", "add", "chat", "--group", "users")]
+        commands = [("tokens", "create", "--name", "carol-key", "--principal", "carol", "--create-principal"), ("grants", "add", "chat", "--group", "users")]
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(pool.map(lambda args: gateway.cli(*args), commands))
         assert all(r.returncode == 0 for r in results), [r.stderr for r in results]

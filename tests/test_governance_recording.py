@@ -506,7 +506,7 @@ def test_usage_export_reads_back_with_pyarrow(traffic, gateway, tmp_path):
 
 
 def test_admin_api_is_for_admins_only(traffic, gateway):
-    token = gateway.cli("tokens", "create", "--name", "viewer", "--principal", "viewer")
+    token = gateway.cli("tokens", "create", "--name", "viewer", "--principal", "viewer", "--create-principal")
     assert token.returncode == 0, token.stderr
     viewer = {"authorization": f"Bearer {token.stdout.strip()}"}
     for path in ("/admin/v1/usage", "/admin/v1/payloads"):

@@ -231,7 +231,7 @@ def test_deleting_a_principal_deletes_its_responses(
 
 
 def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
-    """An existing 0003 database with rows: opening the store migrates it to 0004; downgrade works."""
+    """An existing 0003 database with rows: opening the store migrates it to the latest (0005); downgrade works."""
     engine = create_store_engine(database_url)
     try:
         with engine.connect() as conn, conn.begin():
@@ -244,7 +244,7 @@ def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
         engine.dispose()
 
     with Store.open(database_url) as opened:
-        assert current_revision(opened.engine) == "0004"
+        assert current_revision(opened.engine) == "0005"
         alice = opened.get_principal("alice")
         assert alice is not None
         store = ResponseStore(opened.engine)
@@ -259,5 +259,5 @@ def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
         assert "responses" not in inspect(opened.engine).get_table_names()
 
     with Store.open(database_url) as reopened:
-        assert current_revision(reopened.engine) == "0004"
+        assert current_revision(reopened.engine) == "0005"
         assert reopened.get_principal("alice") is not None

@@ -54,6 +54,8 @@ def run_serve(config: str, tmp_path, env: dict[str, str] | None = None) -> subpr
         ("endpoints: [{name: x, task: chat, destinations: [{provider: demo, model: m, colour: red}]}]", "Object contains unknown field `colour`"),
         ("endpoints: [{name: x, task: images, destinations: [{provider: demo, model: m}]}]", "endpoints[0].task"),
         ("server: {port: eighty}", "server.port: Expected `int`, got `str`"),
+        ("server: {request_body_timeout: 0}", "server.request_body_timeout: must be positive"),
+        ("server: {max_connections: 0}", "server.max_connections: must be at least 1"),
         ("endpoints: [{name: a, destinations: [{provider: demo, model: m}]}, {name: a, destinations: [{provider: demo, model: m}]}]", "duplicate endpoint name 'a'"),
         ("endpoints: [{name: a, destinations: []}]", "endpoints[0].destinations: at least one destination"),
         ("endpoints: [{name: a, task: embeddings, destinations: [{provider: anthropic, model: m, api_key: k}]}]", "does not support task(s) embeddings"),
@@ -97,7 +99,7 @@ def test_gateway_on_postgresql(postgres_database):  # noqa: F811
     second = start_gateway(env=env)
     try:
         assert first.admin_token.startswith("aigw_") and second.admin_token == ""
-        created = second.cli("tokens", "create", "--name", "pg-user")
+        created = second.cli("tokens", "create", "--name", "pg-user", "--create-principal")
         assert created.returncode == 0, created.stderr
         token = created.stdout.strip()
         for gateway in (first, second):
@@ -108,3 +110,63 @@ def test_gateway_on_postgresql(postgres_database):  # noqa: F811
     finally:
         cleanup(first)
         cleanup(second)
+
+
+def test_cli_refuses_bad_ports_and_unusable_stores_in_one_line(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_")}
+
+    def aigw(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([AIGW, *args], env=env | extra, capture_output=True, text=True, timeout=60)
+
+    bad_port = aigw("serve", "--port", "99999", AIGW_DATA_DIR=str(tmp_path))
+    assert bad_port.returncode == 2 and "99999 is not in the range 1<=x<=65535" in bad_port.stderr
+    bad_env_port = aigw("serve", AIGW_PORT="99999", AIGW_DATA_DIR=str(tmp_path))
+    assert bad_env_port.returncode == 2 and "server.port: must be between 1 and 65535" in bad_env_port.stderr
+    for result, message in [
+        (aigw("tokens", "list", AIGW_DATA_DIR="/proc/aigw-test"), "data directory /proc/aigw-test"),
+        (aigw("serve", AIGW_DATA_DIR="/proc/aigw-test"), "data directory /proc/aigw-test"),
+        (aigw("tokens", "list", AIGW_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x"), "cannot open the database: connection failed"),
+        (aigw("users", "list", AIGW_DATABASE_URL="mysql://x/y"), "database_url: must be a sqlite:/// or postgresql:// URL"),
+    ]:
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert aigw("-h").stdout.startswith("Usage: aigw") and aigw("tokens", "-h").returncode == 0
+
+
+def test_config_check_and_admin_commands_without_provider_keys(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_") and k != "AIGW_TEST_UNSET_KEY"}
+    config = tmp_path / "aigw.yaml"
+    config.write_text(textwrap.dedent("""\
+        endpoints:
+          - name: gpt
+            destinations: [{provider: openai, model: gpt-4o, api_key: "${AIGW_TEST_UNSET_KEY}"}]
+    """))
+
+    def aigw(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([AIGW, *args], env=env | {"AIGW_DATA_DIR": str(tmp_path)} | extra, capture_output=True, text=True, timeout=60)
+
+    missing = aigw("config", "check", str(config))
+    assert missing.returncode == 2 and "environment variable AIGW_TEST_UNSET_KEY is not set" in missing.stderr
+    ok = aigw("config", "check", str(config), AIGW_TEST_UNSET_KEY="sk-x")
+    assert ok.returncode == 0 and "ok (2 endpoints: gpt, demo" in ok.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("server: {port: 0}\n")
+    assert "server.port: must be between 1 and 65535" in aigw("config", "check", str(broken)).stderr
+    # Administration never calls a provider: it runs without the provider's key.
+    users = aigw("users", "create", "alice", AIGW_CONFIG=str(config))
+    assert users.returncode == 0, users.stderr
+    grant = aigw("grants", "add", "gpt", "--user", "alice", AIGW_CONFIG=str(config))
+    assert grant.returncode == 0, grant.stderr
+
+
+def test_listening_is_said_only_once_the_port_is_bound(tmp_path) -> None:
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_")} | {"AIGW_DATA_DIR": str(tmp_path)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([AIGW, "serve", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "listening on" not in result.stderr

@@ -223,7 +223,7 @@ def _cli(database_url: str):  # type: ignore[no-untyped-def]
 
 
 def test_cli_create_prints_only_the_token(store: Store, database_url: str) -> None:
-    result = CliRunner().invoke(_cli(database_url), ["create", "--name", "ci", "--expires-in", "12h"])
+    result = CliRunner().invoke(_cli(database_url), ["create", "--name", "ci", "--create-principal", "--expires-in", "12h"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and TOKEN_PATTERN.match(lines[0])
@@ -236,7 +236,7 @@ def test_cli_create_prints_only_the_token(store: Store, database_url: str) -> No
 
 def test_cli_list_and_revoke(store: Store, database_url: str) -> None:
     runner, cli = CliRunner(), _cli(database_url)
-    created = runner.invoke(cli, ["create", "--name", "laptop", "--principal", "alice"])
+    created = runner.invoke(cli, ["create", "--name", "laptop", "--principal", "alice", "--create-principal"])
     plaintext = created.stdout.strip()
     token_id, secret = split_token(plaintext)  # type: ignore[misc]
 
@@ -245,7 +245,7 @@ def test_cli_list_and_revoke(store: Store, database_url: str) -> None:
     assert token_id in listed.stdout and "alice" in listed.stdout and "laptop" in listed.stdout
     assert secret not in listed.output
 
-    duplicate = runner.invoke(cli, ["create", "--name", "laptop"])
+    duplicate = runner.invoke(cli, ["create", "--name", "laptop", "--principal", "alice"])
     assert duplicate.exit_code == 1 and "already exists" in duplicate.stderr
 
     assert runner.invoke(cli, ["revoke", "laptop"]).exit_code == 0

@@ -83,7 +83,7 @@ def test_bearer_wins_over_dummy_vendor_key(gateway):
 
 
 def test_created_token_works_at_once_and_revocation_is_seen(gateway):
-    created = gateway.cli("tokens", "create", "--name", "e2e-revoke")
+    created = gateway.cli("tokens", "create", "--name", "e2e-revoke", "--create-principal")
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert "\n" not in token

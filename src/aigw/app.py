@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aigw.agent.runtime import AgentRuntime
+from aigw.call import Call
 from aigw.config import Settings
 from aigw.errors import ErrorKind, GatewayError
-from aigw.http.asgi import Receive, Request, Scope, Send, send_body
+from aigw.http.asgi import ClientDisconnected, Receive, Request, Scope, Send, send_body
+from aigw.http.cancel import CLIENT_CLOSED_REQUEST, cancel_status
+from aigw.http.cors import CORSPolicy
 from aigw.http.pool import PooledUpstreamClient
 from aigw.http.upstream import UpstreamClient
+from aigw.logs import ACCESS, log_access
 from aigw.policies.auth import Authenticator
-from aigw.policies.permissions import Permissions, public_endpoints
-from aigw.call import Call
 from aigw.policies.limits import Limiter
+from aigw.policies.permissions import Permissions, public_endpoints
+from aigw.readiness import Readiness
 from aigw.recording.metrics import UsageMetrics
 from aigw.recording.records import Record
+from aigw.recording.retention import RetentionJob
 from aigw.recording.writer import RecordWriter
 from aigw.routing import DEMO_ENDPOINT, Router
 from aigw.store import Store
@@ -34,6 +40,13 @@ from aigw.surfaces.openai import OpenAISurface, unknown_route
 from aigw.surfaces.responses import ResponsesSurface
 
 log = logging.getLogger("aigw")
+
+# What the record of a request the server cancelled says (see aigw.http.cancel).
+_CANCELLED_MESSAGES = {
+    CLIENT_CLOSED_REQUEST: "The client closed the connection before the answer.",
+    408: "The request body did not arrive in time.",
+    503: "The gateway is shutting down; try again.",
+}
 
 
 class Gateway:
@@ -54,6 +67,10 @@ class Gateway:
             durable=self.records_durable,
         )
         self.agent = AgentRuntime(settings, store.engine)
+        self.retention = RetentionJob(settings.retention, store.engine)
+        cors = settings.server.cors_origins
+        self.cors = CORSPolicy(cors, settings.server.cors_max_age) if cors else None
+        self.readiness = Readiness(store.engine, self.limiter.redis_ping, redis_required=not self.limiter.fail_open)
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
@@ -82,10 +99,12 @@ class Gateway:
         await self.auth.start()
         await self.limiter.start()
         await self.records.start()
+        self.retention.start()
 
     async def shutdown(self) -> None:
         """After the server stopped taking requests: every record is flushed (or spilled to disk),
         background agent runs included (they end as failed and record themselves first)."""
+        await self.retention.stop()
         await self.agent.close()
         await self.records.close()
         await self.limiter.close()
@@ -106,13 +125,27 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         path = request.path
+        started = time.perf_counter()
+        if self.cors is not None and (origin := request.headers.get("origin")):
+            if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+                headers = self.cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
+                await send_body(send, 204, b"", headers)
+                return
+            if self.cors.allows(origin):
+                send = self.cors.wrap(send, origin)
         if path == "/health":
             await send_body(send, 200, b'{"status":"ok"}')
             return
+        if path == "/ready":
+            await send_body(send, *await self.readiness.answer())
+            return
         route = self.routes.get((request.method, path.rstrip("/") or "/")) or self._prefix_route(request.method, path)
+        access_logged = ACCESS.isEnabledFor(logging.INFO)  # health and readiness probes are not logged
         if route is None:
             renderer = next((r for p, r in self._unknown_path_renderers if path.startswith(p)), self._fallback_renderer)
-            await self._send_error(send, renderer, unknown_route(request), None)
+            status = await self._send_error(send, renderer, unknown_route(request), None)
+            if access_logged:
+                log_access(request.method, path, status, started, None)
             return
         handler, render_error = route
         if self.records_durable:
@@ -122,6 +155,16 @@ class Gateway:
             await handler(request, send)
         except GatewayError as error:
             status, message = await self._send_error(send, render_error, error, request.call), error.message
+        except ClientDisconnected:
+            status, message = CLIENT_CLOSED_REQUEST, _CANCELLED_MESSAGES[CLIENT_CLOSED_REQUEST]
+        except asyncio.CancelledError as cancelled:
+            # The server stopped this request (aigw.http.cancel): record why; a shutdown still answers.
+            status = cancel_status(cancelled)
+            message = _CANCELLED_MESSAGES.get(status)
+            if status == 503:
+                error = GatewayError(ErrorKind.OVERLOADED, message or "", status=503, headers={"retry-after": "1"})
+                await self._send_error(send, render_error, error, request.call)
+            raise
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
             error = GatewayError(ErrorKind.INTERNAL, "Internal gateway error.")
@@ -129,6 +172,8 @@ class Gateway:
         finally:
             if request.call is not None and not request.call.closed:
                 self.finish_call(request.call, status, message)
+            if access_logged:
+                log_access(request.method, path, status, started, request.call)
 
     def finish_call(self, call: Call, status: int, error: str | None) -> None:
         """The request is over: record it and settle its rate-limit charge with the real tokens."""

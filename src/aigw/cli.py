@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from importlib.metadata import version
@@ -11,23 +12,38 @@ from pathlib import Path
 import click
 
 from aigw.config import ConfigError, Settings, load_settings
+from aigw.logs import LEVELS
 
 
-def _load(config: Path | None) -> Settings:
+def _load(config: Path | None, *, require_env: bool = True) -> Settings:
     try:
-        return load_settings(config)
+        return load_settings(config, require_env=require_env)
     except ConfigError as exc:
         click.echo(f"aigw: configuration error: {exc}", err=True)
         sys.exit(2)
 
 
 def _open_store(settings: Settings):  # -> Store; imported late so `aigw --version` stays fast
+    from sqlalchemy.exc import SQLAlchemyError
+
     from aigw.store import Store, resolve_database_url
 
-    return Store.open(resolve_database_url(settings.database_url, settings.data_path()))
+    try:
+        return Store.open(resolve_database_url(settings.database_url, settings.data_path()))
+    except OSError as exc:  # the data directory cannot be created or written
+        where = exc.filename or settings.data_path()
+        raise click.ClickException(f"data directory {where}: {exc.strerror or exc}") from None
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot open the database: {_first_line(exc)}") from None
 
 
-@click.group()
+def _first_line(exc: Exception) -> str:
+    """The driver's own message, without SQLAlchemy's statement dump and background link."""
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version("aigw"), prog_name="aigw")
 def main() -> None:
     """aigw: one endpoint in front of every model provider, with governance on every call."""
@@ -36,39 +52,70 @@ def main() -> None:
 @main.command()
 @click.option("--config", "config", type=click.Path(path_type=Path), envvar="AIGW_CONFIG", help="YAML configuration file (env AIGW_CONFIG).")
 @click.option("--host", help="Listen address (default 127.0.0.1; env AIGW_HOST).")
-@click.option("--port", type=int, help="Listen port (default 8080; env AIGW_PORT).")
-def serve(config: Path | None, host: str | None, port: int | None) -> None:
+@click.option("--port", type=click.IntRange(1, 65535), help="Listen port (default 8080; env AIGW_PORT).")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate (chain) for HTTPS (env AIGW_TLS_CERT).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key for HTTPS (env AIGW_TLS_KEY).")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), envvar="AIGW_LOG_LEVEL", help="Log level (default info; env AIGW_LOG_LEVEL).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="AIGW_LOG_FORMAT", help="Log lines as text or JSON (default text; env AIGW_LOG_FORMAT).")
+@click.option("--access-log/--no-access-log", default=None, help="A log line per request (default on).")
+def serve(
+    config: Path | None, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None,
+    log_level: str | None, log_format: str | None, access_log: bool | None,
+) -> None:  # fmt: skip
     """Start the gateway."""
+    from aigw import logs
     from aigw.app import Gateway
     from aigw.http import server as http_server
+    from aigw.http.tls import TLSError, server_tls_context
     from aigw.store import ensure_admin_token
 
     settings = _load(config)
+    logging_config = settings.logging
+    logs.configure(
+        (log_level or logging_config.level).lower(), log_format or logging_config.format,
+        logging_config.access_log if access_log is None else access_log,
+    )  # fmt: skip
     server = settings.server
     host, port = host or server.host, port or server.port
+    cert, key = tls_cert or server.tls_cert, tls_key or server.tls_key
+    if (cert is None) != (key is None):
+        raise click.UsageError("give both --tls-cert and --tls-key (or server.tls_cert and server.tls_key)")
+    try:
+        tls = server_tls_context(cert, key) if cert is not None and key is not None else None
+    except TLSError as exc:
+        raise click.ClickException(str(exc)) from None
     store = _open_store(settings)
     admin_token = ensure_admin_token(store)
     if admin_token:
-        click.echo("Created the first admin token. It is shown only this once; keep it safe:", err=True)
+        logging.getLogger("aigw").warning("created the first admin token, printed on stdout: it is shown only this once; keep it safe")
         click.echo(admin_token)
-    endpoints = ", ".join(e.name for e in settings.endpoints) or "(none configured)"
-    click.echo(f"aigw listening on http://{host}:{port} (endpoints: {endpoints}; demo: {settings.demo_endpoint})", err=True)
-    http_server.run(Gateway(settings, store), host, port, graceful_timeout=10.0)
+
+    def listening() -> None:
+        scheme = "https" if tls is not None else "http"
+        logs.start_summary(settings, f"{scheme}://{host}:{port}", store.describe())
+
+    http_server.run(
+        Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout, on_listening=listening, ssl_context=tls,
+        request_body_read_timeout=server.request_body_read_timeout, request_body_timeout=server.request_body_timeout,
+        max_connections=server.max_connections,
+    )  # fmt: skip
 
 
 def _register_admin_commands() -> None:
     from aigw.admin.access_cli import make_grants_group, make_groups_group, make_principal_group
     from aigw.admin.tokens_cli import make_tokens_group
 
-    # The admin commands find the store as `serve` does: AIGW_CONFIG, AIGW_DATABASE_URL, AIGW_DATA_DIR.
-    def open_store():  # -> Store
-        return _open_store(_load(_config_from_env()))
-
     main.add_command(make_tokens_group(open_store))
     main.add_command(make_principal_group(open_store, "user"))
     main.add_command(make_principal_group(open_store, "service_principal"))
     main.add_command(make_groups_group(open_store))
-    main.add_command(make_grants_group(open_store, lambda: _endpoint_names(_load(_config_from_env()))))
+    main.add_command(make_grants_group(open_store, lambda: _endpoint_names(_load(_config_from_env(), require_env=False))))
+
+
+def open_store():  # -> Store
+    """The store of the admin commands, found as `serve` finds it: AIGW_CONFIG, AIGW_DATABASE_URL,
+    AIGW_DATA_DIR. They never call a provider, so provider keys named in the file need not be set."""
+    return _open_store(_load(_config_from_env(), require_env=False))
 
 
 def _endpoint_names(settings: Settings) -> set[str]:
@@ -84,9 +131,34 @@ def _config_from_env() -> Path | None:
 
 
 def _register_usage() -> None:
+    from aigw.admin.purge_cli import make_purge_command
     from aigw.admin.usage_cli import make_usage_group
 
-    main.add_command(make_usage_group(lambda: _open_store(_load(_config_from_env()))))
+    main.add_command(make_usage_group(open_store))
+    main.add_command(make_purge_command(open_store))
+
+
+@main.group("config")
+def config_group() -> None:
+    """Check a configuration file."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE as `serve` would (environment variables included), without starting anything."""
+    from aigw.http.tls import TLSError, server_tls_context
+
+    settings = _load(file)
+    if settings.server.tls_cert and settings.server.tls_key:
+        try:
+            server_tls_context(settings.server.tls_cert, settings.server.tls_key)
+        except TLSError as exc:
+            click.echo(f"aigw: configuration error: {file}: server.{exc}", err=True)
+            sys.exit(2)
+    endpoints = [e.name for e in settings.endpoints] + (["demo"] if settings.demo_endpoint else [])
+    store = settings.database_url and "database_url set" or f"SQLite in {settings.data_path()}"
+    click.echo(f"{file}: ok ({len(endpoints)} endpoints: {', '.join(endpoints) or 'none'}; store: {store})")
 
 
 _register_admin_commands()

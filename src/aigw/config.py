@@ -135,6 +135,9 @@ class AgentConfig(Config):
     max_turns: int = 10  # model calls per response
     max_background_seconds: float = 600.0  # a background run is stopped (failed) after this
     allow_inline_mcp: bool = False  # may requests name MCP servers by URL ({"type": "mcp", ...})?
+    # Inline MCP servers may not be on loopback, private, link-local, ... addresses (see
+    # aigw.agent.egress) unless named here: host names, IP addresses or CIDR ranges.
+    inline_mcp_allowed_hosts: list[str] = []
     connections: list[ConnectionConfig] = []
     functions: list[FunctionConfig] = []
 
@@ -153,6 +156,22 @@ class ServerConfig(Config):
     port: int = DEFAULT_PORT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     token_refresh_seconds: float = 2.0
+    # A request body must keep arriving (at most this many seconds between reads) and be complete
+    # within `request_body_timeout` of the request's head; otherwise 408 and the connection closes.
+    request_body_read_timeout: float = 30.0
+    request_body_timeout: float = 120.0
+    # Client connections held open at once (default: what the open-file limit leaves room for, at most
+    # 10,000). Past it, the longest idle keep-alive connection is closed, or the client gets a 503.
+    max_connections: int | None = None
+    # On SIGTERM/SIGINT, requests in flight get this long to finish; then they are cancelled (503).
+    graceful_timeout: float = 10.0
+    # Browser origins allowed to call the gateway (CORS), e.g. ["https://app.example.com"]; "*" for
+    # any. Empty (the default): no CORS headers, preflights are not answered.
+    cors_origins: list[str] = []
+    cors_max_age: int = 600  # seconds a browser may cache a preflight's answer
+    # HTTPS: a PEM certificate (chain) and its private key; both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class RecordingConfig(Config):
@@ -161,6 +180,23 @@ class RecordingConfig(Config):
     # Write each request's records to disk (fsync'd, shared by concurrent requests) before its
     # answer completes, so a crash loses none; otherwise about a second of records can be lost.
     durable: bool = False
+
+
+class LoggingConfig(Config):
+    """The gateway's log on stderr (see aigw.logs); `aigw serve` flags override it."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = True  # a line per request (never a body, header or token)
+
+
+class RetentionConfig(Config):
+    """How long records are kept (days; None: for ever). Each instance purges hourly."""
+
+    usage_days: float | None = None
+    payload_days: float | None = None  # payload logs hold whole bodies: usually the shortest
+    responses_days: float | None = None  # stored Responses (agent API); running ones are kept
+    interval_hours: float = 1.0
 
 
 class Settings(Config):
@@ -174,6 +210,8 @@ class Settings(Config):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
     def data_path(self) -> Path:
         return Path(self.data_dir or Path.home() / ".aigw").expanduser()
@@ -182,12 +220,13 @@ class Settings(Config):
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, path: str, environ: dict[str, str], source: str) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string of the document."""
+def _expand_env(value: Any, path: str, environ: dict[str, str], source: str, required: bool = True) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of the document. With `required` false
+    an unset variable stays as written (the admin commands need no provider keys)."""
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), environ, source) for k, v in value.items()}
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), environ, source, required) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", environ, source) for i, v in enumerate(value)]
+        return [_expand_env(v, f"{path}[{i}]", environ, source, required) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -197,13 +236,18 @@ def _expand_env(value: Any, path: str, environ: dict[str, str], source: str) -> 
             return environ[name]
         if default is not None:
             return default
+        if not required:
+            return match.group(0)
         raise ConfigError(f"{source}: {path}: environment variable {name} is not set")
 
     return _ENV_REFERENCE.sub(substitute, value)
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Load the YAML file (if any), apply environment overrides, validate."""
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None, *, require_env: bool = True
+) -> Settings:
+    """Load the YAML file (if any), apply environment overrides, validate. `require_env=False` lets
+    `${VAR}` references to unset variables stand (for commands that never use them)."""
     environ = dict(os.environ if environ is None else environ)
     source = str(path) if path else "<defaults>"
     document: dict[str, Any] = {}
@@ -218,12 +262,14 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
             raise ConfigError(f"{source}: not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping")
-        document = _expand_env(loaded or {}, "", environ, source)
+        document = _expand_env(loaded or {}, "", environ, source, require_env)
 
     server = document.setdefault("server", {})
     if not isinstance(server, dict):
         raise ConfigError(f"{source}: server: must be a mapping")
-    overrides = {"AIGW_HOST": ("host", str), "AIGW_PORT": ("port", int)}
+    overrides = {
+        "AIGW_HOST": ("host", str), "AIGW_PORT": ("port", int), "AIGW_TLS_CERT": ("tls_cert", str), "AIGW_TLS_KEY": ("tls_key", str),
+    }  # fmt: skip
     for variable, (key, kind) in overrides.items():
         if environ.get(variable):
             try:
@@ -254,12 +300,23 @@ def _readable(message: str) -> str:
     return f"{key}: {text}"
 
 
+def _check_server(server: ServerConfig, source: str) -> None:
+    for key in ("request_body_read_timeout", "request_body_timeout", "graceful_timeout"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"{source}: server.{key}: must be positive")
+    if server.max_connections is not None and server.max_connections < 1:
+        raise ConfigError(f"{source}: server.max_connections: must be at least 1")
+
+
 def _check(settings: Settings, source: str) -> None:
     """Checks the types alone cannot express."""
     from aigw.providers.registry import PROVIDERS  # late import: providers import this module
 
+    _check_store(settings, source)
+    _check_retention(settings.retention, source)
     if settings.redis_url is not None and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: redis_url: must start with redis://, rediss:// or unix://")
+    _check_server(settings.server, source)
     _check_agent(settings, source)
     names: set[str] = set()
     for i, endpoint in enumerate(settings.endpoints):
@@ -336,6 +393,7 @@ def _check_rate_limits(endpoint: EndpointConfig, where: str) -> None:
 
 
 def _check_agent(settings: Settings, source: str) -> None:
+    from aigw.agent.egress import EgressPolicy
     from aigw.agent.functions import PythonFunction  # late import: it imports this module
 
     agent = settings.agent
@@ -359,6 +417,10 @@ def _check_agent(settings: Settings, source: str) -> None:
             PythonFunction.load(function)
         except ValueError as exc:
             raise ConfigError(f"{where}.function: {exc}") from None
+    try:
+        EgressPolicy(agent.inline_mcp_allowed_hosts)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     tracing = settings.tracing
     if tracing.enabled and tracing.otlp_endpoint is not None:
         try:
@@ -376,3 +438,26 @@ def _check_tool_names(names: list[str], where: str, what: str) -> None:
         if name in seen:
             raise ConfigError(f"{where}[{i}].name: duplicate {what} name '{name}'")
         seen.add(name)
+
+
+def _check_store(settings: Settings, source: str) -> None:
+    """Where the gateway listens and keeps its data: refused here rather than as a traceback later."""
+    if not 1 <= settings.server.port <= 65535:
+        raise ConfigError(f"{source}: server.port: must be between 1 and 65535, got {settings.server.port}")
+    if settings.database_url is not None:
+        scheme = settings.database_url.partition(":")[0].partition("+")[0].lower()
+        if scheme not in ("sqlite", "postgres", "postgresql"):
+            raise ConfigError(f"{source}: database_url: must be a sqlite:/// or postgresql:// URL")
+    server = settings.server
+    for i, origin in enumerate(server.cors_origins):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
+            raise ConfigError(f"{source}: server.cors_origins[{i}]: '{origin}' is not an origin (scheme://host[:port], or *)")
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError(f"{source}: server: set both tls_cert and tls_key, or neither")
+
+
+def _check_retention(retention: RetentionConfig, source: str) -> None:
+    for field in ("usage_days", "payload_days", "responses_days", "interval_hours"):
+        value = getattr(retention, field)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{source}: retention.{field}: must be positive")

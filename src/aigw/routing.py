@@ -15,6 +15,7 @@ dict lookup and a list.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,8 @@ from aigw.http.upstream import UpstreamClient
 from aigw.providers.base import Provider
 from aigw.providers.registry import PROVIDERS
 from aigw.recording.records import Attempt
+
+log = logging.getLogger("aigw.routing")
 
 T = TypeVar("T")
 
@@ -103,6 +106,11 @@ async def call_with_fallback(
             started = time.perf_counter()
             try:
                 result = await attempt(provider)
+            except asyncio.CancelledError:
+                # The client left (or the gateway is stopping): the record still names the destination
+                # that was called, which may bill for what it generated.
+                attempts.append(Attempt(provider.label, None, _ms(started), "cancelled"))
+                raise
             except GatewayError as failure:
                 attempts.append(Attempt(provider.label, failure.upstream_status, _ms(started), failure.message))
                 if not failure.retryable:
@@ -110,6 +118,7 @@ async def call_with_fallback(
                 endpoint.failed(provider)
                 error = failure
                 wait = _retry_wait(provider.destination, n, failure) if n + 1 < tries else None
+                _log_failure(endpoint, provider, failure, "retrying" if wait is not None else "trying the next destination, if any")
                 if wait is None:
                     break
                 await asyncio.sleep(wait)
@@ -119,6 +128,15 @@ async def call_with_fallback(
                 return provider, result
     assert error is not None
     raise error
+
+
+def _log_failure(endpoint: Endpoint, provider: Provider, failure: GatewayError, then: str) -> None:
+    """A warning an operator can act on: which destination failed how (never a key: error messages
+    name destinations, not credentials), and what the router does next."""
+    log.warning(
+        "upstream failure on endpoint %r: %s answered %s (%s); %s", endpoint.name, provider.label,
+        failure.upstream_status or failure.status, failure.message[:300], then,
+    )  # fmt: skip
 
 
 def _retry_wait(destination: DestinationConfig, n: int, error: GatewayError) -> float | None:

@@ -1,4 +1,5 @@
-"""`aigw users|service-principals|groups|grants`: who exists, who belongs where, who may use what.
+"""`aigw users|service-principals|groups|grants`: who exists, who belongs where, who may use what
+(endpoints, and the agent API's hosted tools: MCP connections and Python functions).
 
 Adding is idempotent (adding a member twice, or granting again, succeeds and says so); removing what
 is not there is an error, as `aigw tokens revoke` does. Running gateways see every change within
@@ -142,65 +143,114 @@ def make_grants_group(
 
     @click.group(name="grants")
     def grants() -> None:
-        """Give users, service principals or groups CAN_QUERY or CAN_MANAGE on an endpoint.
+        """Give users, service principals or groups CAN_QUERY or CAN_MANAGE on an endpoint, or the
+        use (CAN_QUERY) of a hosted tool of the agent API: an MCP connection (--connection NAME) or a
+        Python function (--function NAME).
 
-        An endpoint without grants is for admins only. CAN_MANAGE implies CAN_QUERY. Grant to the
-        group `users` to open an endpoint to every token holder."""
+        An endpoint or hosted tool without grants is for admins only. CAN_MANAGE implies CAN_QUERY.
+        Grant to the group `users` to open one to every token holder."""
 
     @grants.command(name="add")
-    @click.argument("endpoint")
+    @click.argument("endpoint", required=False)
+    @_resource_options
     @_subject_options
     @click.option(
         "--permission", type=_PERMISSION, default="CAN_QUERY", show_default=True, metavar="CAN_QUERY|CAN_MANAGE"
     )
     def add(
-        endpoint: str, user: str | None, service_principal: str | None, group: str | None, permission: str
-    ) -> None:
-        """Grant a permission on ENDPOINT; granting again replaces the subject's permission."""
+        endpoint: str | None, connection: str | None, function: str | None,
+        user: str | None, service_principal: str | None, group: str | None, permission: str,
+    ) -> None:  # fmt: skip
+        """Grant a permission on ENDPOINT (or a connection or function); granting again replaces the
+        subject's permission."""
+        resource_kind, resource = _resource(endpoint, connection, function, required=True)
         kind, name = _subject(user, service_principal, group)
         with store_session(open_store) as store:
-            store.access.grant(endpoint, kind, name, permission)  # type: ignore[arg-type]
-        click.echo(f"Granted {permission} on {endpoint!r} to {_KIND_NAMES[kind]} {name!r}.", err=True)
-        if known_endpoints is not None and endpoint not in known_endpoints():
+            store.access.grant(resource, kind, name, permission, resource_kind)  # type: ignore[arg-type]
+        click.echo(f"Granted {permission} on {_describe(resource_kind, resource)} to {_KIND_NAMES[kind]} {name!r}.", err=True)
+        if resource_kind == "endpoint" and known_endpoints is not None and resource not in known_endpoints():
             click.echo(
-                f"Note: {endpoint!r} is not an endpoint of this configuration (AIGW_CONFIG); "
+                f"Note: {resource!r} is not an endpoint of this configuration (AIGW_CONFIG); "
                 "the grant applies wherever an endpoint has that name.",
                 err=True,
             )
 
     @grants.command(name="remove")
-    @click.argument("endpoint")
+    @click.argument("endpoint", required=False)
+    @_resource_options
     @_subject_options
     @click.option(
         "--permission", type=_PERMISSION, default=None, metavar="CAN_QUERY|CAN_MANAGE", help="Only if it is this one."
     )
     def remove(
-        endpoint: str, user: str | None, service_principal: str | None, group: str | None, permission: str | None
-    ) -> None:
-        """Remove a subject's grant on ENDPOINT."""
+        endpoint: str | None, connection: str | None, function: str | None,
+        user: str | None, service_principal: str | None, group: str | None, permission: str | None,
+    ) -> None:  # fmt: skip
+        """Remove a subject's grant on ENDPOINT (or a connection or function)."""
+        resource_kind, resource = _resource(endpoint, connection, function, required=True)
         kind, name = _subject(user, service_principal, group)
         with store_session(open_store) as store:
-            removed = store.access.revoke(endpoint, kind, name, permission)  # type: ignore[arg-type]
+            removed = store.access.revoke(resource, kind, name, permission, resource_kind)  # type: ignore[arg-type]
+        where = _describe(resource_kind, resource)
         if not removed:
-            raise click.ClickException(f"{_KIND_NAMES[kind]} {name!r} has no {permission or 'grant'} on {endpoint!r}")
-        click.echo(f"Removed the grant on {endpoint!r} from {_KIND_NAMES[kind]} {name!r}.", err=True)
+            raise click.ClickException(f"{_KIND_NAMES[kind]} {name!r} has no {permission or 'grant'} on {where}")
+        click.echo(f"Removed the grant on {where} from {_KIND_NAMES[kind]} {name!r}.", err=True)
 
     @grants.command(name="list")
     @click.argument("endpoint", required=False)
+    @_resource_options
     @json_option
-    def list_(endpoint: str | None, as_json: bool) -> None:
-        """List grants, of every endpoint or of ENDPOINT."""
+    def list_(endpoint: str | None, connection: str | None, function: str | None, as_json: bool) -> None:
+        """List grants: all of them, or those on ENDPOINT (or a connection or function)."""
+        resource_kind, resource = _resource(endpoint, connection, function, required=False)
         with store_session(open_store) as store:
-            infos = store.access.list_grants(endpoint)
+            infos = store.access.list_grants(resource, resource_kind)  # type: ignore[arg-type]
         echo_rows(
             infos,
             as_json,
-            ("ENDPOINT", "TYPE", "NAME", "PERMISSION", "GRANTED"),
-            lambda g: (g.endpoint, g.subject_kind, g.subject_name, g.permission, when(g.created_at)),
-            f"No grants on {endpoint!r}: only admins may query it." if endpoint else "No grants.",
+            ("RESOURCE", "TYPE", "NAME", "PERMISSION", "GRANTED"),
+            lambda g: (_label(g.resource_kind, g.endpoint), g.subject_kind, g.subject_name, g.permission, when(g.created_at)),
+            _no_grants(resource_kind, resource),
         )
 
     return grants
+
+
+def _resource_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        [
+            click.option("--connection", metavar="NAME", help="An MCP connection (agent.connections) instead of an endpoint."),
+            click.option("--function", metavar="NAME", help="A Python function (agent.functions) instead of an endpoint."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _resource(
+    endpoint: str | None, connection: str | None, function: str | None, *, required: bool
+) -> tuple[str | None, str | None]:
+    """(resource kind, name) from ENDPOINT, --connection or --function: at most one (exactly one
+    when `required`); (None, None) when none is given."""
+    given = [(k, n) for k, n in (("endpoint", endpoint), ("connection", connection), ("function", function)) if n is not None]
+    if len(given) > 1 or (required and not given):
+        raise click.UsageError("give exactly one of ENDPOINT, --connection NAME or --function NAME")
+    return given[0] if given else (None, None)
+
+
+def _no_grants(kind: str | None, name: str | None) -> str:
+    if kind is None or name is None:
+        return "No grants."
+    return f"No grants on {_describe(kind, name)}: only admins may {'query' if kind == 'endpoint' else 'use'} it."
+
+
+def _describe(kind: str, name: str | None) -> str:
+    return f"{name!r}" if kind == "endpoint" else f"{kind} {name!r}"
+
+
+def _label(kind: str, name: str) -> str:
+    """A resource in the grants table: endpoints by name, hosted tools with their kind."""
+    return name if kind == "endpoint" else f"{kind}:{name}"
 
 
 _KIND_NAMES = {"user": "user", "service_principal": "service principal", "group": "group"}

@@ -1,7 +1,7 @@
 """`aigw tokens create|list|revoke`.
 
 `create` prints the token alone on stdout, so scripts can capture it
-(`TOKEN=$(aigw tokens create --name ci)`); every hint goes to stderr.
+(`TOKEN=$(aigw tokens create --name ci --create-principal)`); every hint goes to stderr.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+def duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
     if value is None:
         return None
     try:
@@ -55,25 +55,42 @@ def make_tokens_group(open_store: Callable[[], Store]) -> click.Group:
         "--service-principal",
         "service_principal",
         is_flag=True,
-        help="The principal is a service principal (created as one if missing).",
+        help="The principal is a service principal.",
+    )
+    @click.option(
+        "--create-principal",
+        "create_principal",
+        is_flag=True,
+        help="Create the principal if it does not exist (a user, or a service principal with --service-principal).",
     )
     @click.option(
         "--expires-in",
         "expires_in",
         default=None,
         metavar="DURATION",
-        callback=_duration_option,
+        callback=duration_option,
         help="Lifetime such as 30d, 12h or 3600s (default: never expires).",
     )
     def create(
-        name: str, principal: str | None, service_principal: bool, expires_in: timedelta | None
+        name: str,
+        principal: str | None,
+        service_principal: bool,
+        create_principal: bool,
+        expires_in: timedelta | None,
     ) -> None:
-        """Create a token and print it (alone, on stdout). It is shown only this once. A missing
-        principal is created, as a user unless --service-principal is given."""
+        """Create a token and print it (alone, on stdout). It is shown only this once. The principal
+        must exist unless --create-principal is given: a typo must not mint a new identity."""
         expires_at = datetime.now(timezone.utc) + expires_in if expires_in else None
         kind = "service_principal" if service_principal else None
+        owner = principal or name
         with store_session(open_store) as store:
-            info, plaintext = store.create_token(principal or name, name, expires_at, kind=kind)
+            if not create_principal and store.get_principal(owner) is None:
+                command = "service-principals" if service_principal else "users"
+                raise click.ClickException(
+                    f"no principal named {owner!r}: create it first (`aigw {command} create {owner}`) "
+                    "or pass --create-principal"
+                )
+            info, plaintext = store.create_token(owner, name, expires_at, kind=kind)
         click.echo(plaintext)
         expiry = f", expires {when(info.expires_at)}" if info.expires_at else ""
         click.echo(

@@ -11,6 +11,7 @@ did with them (a function call and its output, an `mcp_call`, an `mcp_approval_r
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from aigw.routing import Endpoint
 from aigw.wire import openai_responses
 from aigw.wire.openai_responses import build_response, decode_usage, new_id
 
+log = logging.getLogger("aigw.agent")
 Item = dict[str, Any]
 # Request fields the loop decides per turn, or that mean nothing to a model.
 LOOP_FIELDS = frozenset(
@@ -140,12 +142,14 @@ class StreamedOutput(Output):
         indexes: dict[int, int] = {}  # the turn's output index -> the response's
         held: set[int] = set()
         error: Item | None = None
+        ended = False
         async for event in turns.streamed_turn(call, endpoint, body):
             kind = event.get("type")
             if kind in ("response.created", "response.in_progress"):
                 continue
             if kind in ("response.completed", "response.incomplete"):
                 _ending(result, event.get("response") or {})
+                ended = True
                 continue
             if kind == "error":
                 error = event
@@ -167,6 +171,11 @@ class StreamedOutput(Output):
                 if kind == "response.output_item.done":
                     self.items[indexes[local]] = event["item"]
             await self._emit(event)
+        if not ended:  # cut short: what arrived may be half an answer, and must not pass for a whole one
+            message = (error or {}).get("message")
+            if not isinstance(message, str) or not message:
+                message = f"Destination '{call.destination}' ended its stream before the response was completed."
+            raise GatewayError(ErrorKind.UPSTREAM_ERROR, message)
         return result
 
     async def finish(self, response: dict[str, Any]) -> None:
@@ -277,12 +286,13 @@ class AgentRun:
             try:
                 status, reason = await self._loop(output)
             except GatewayError as error:
-                self.call.usage = self.usage
-                response = self.response(output, "failed", error=openai_responses.failure(error))
-                if isinstance(output, StreamedOutput) and output.started:
-                    await output.fail(error, response)
-                    return response
+                return await self._failed(output, error, persist)
+            except (RunCancelled, asyncio.CancelledError):
                 raise
+            except Exception as exc:  # a defect: still end the response properly, and say so in the log
+                log.exception("agent response %s failed", self.id)
+                error = GatewayError(ErrorKind.INTERNAL, "Internal gateway error.")
+                return await self._failed(output, error, persist)
             self.call.usage = self.usage
             response = self.response(output, status, incomplete_reason=reason)
             span.set_attribute("aigw.status", status)
@@ -290,6 +300,21 @@ class AgentRun:
                 await persist(response)
             await output.finish(response)
             return response
+
+    async def _failed(
+        self, output: Output, error: GatewayError, persist: Callable[[dict[str, Any]], Awaitable[None]] | None
+    ) -> dict[str, Any]:
+        """End the response as failed: stored (a GET finds it failed), then streamed as an `error`
+        event and `response.failed` once the stream is open; before that, `error` is raised for the
+        surface to answer with its status (a 429 keeps its Retry-After)."""
+        self.call.usage = self.usage
+        response = self.response(output, "failed", error=openai_responses.failure(error))
+        if persist is not None:
+            await persist(response)
+        if isinstance(output, StreamedOutput) and output.started:
+            await output.fail(error, response)
+            return response
+        raise error
 
     async def _loop(self, output: Output) -> tuple[str, str | None]:
         listed = {i.get("server_label") for i in self.history if i.get("type") == "mcp_list_tools"}
@@ -403,6 +428,9 @@ class AgentRun:
         left = self._budget_left()
         if left == 0:
             return ToolOutcome("", "Not run: this response reached its max_tool_calls.")
+        if not self.toolbox.permitted(tool):
+            kind, name = tool.grant or ("tool", tool.name)
+            return ToolOutcome("", f"Not run: the caller may not use the {kind} '{name}'.")
         self.tool_calls += 1
         attributes = {"gen_ai.tool.name": tool.remote_name or tool.name, "aigw.mcp.server": tool.server or ""}
         with self.tracing.span("aigw.agent.tool", attributes=attributes) as span:

@@ -5,6 +5,10 @@ by the same task, so every connection has one owner task that enters them, initi
 waits to be told to stop. Any other task uses the live `ClientSession` directly (requests on it may
 run concurrently). A session that died (owner ended, or a request failed with a connection error)
 is replaced once, by the next request, before that request fails with `McpError`.
+
+The SDK is imported where it is first used, not with this module: importing it (its pydantic
+models, its server package) costs more than the whole rest of the gateway's start-up, and most
+gateways never open an MCP session.
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import IO, Any, NamedTuple, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio
 import httpx2
-import mcp_types as types
-from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, REQUEST_TIMEOUT
 
+if TYPE_CHECKING:
+    import mcp_types as types
+    from mcp import ClientSession
+    from mcp.shared.exceptions import MCPError
+
+from aigw.agent.egress import EgressPolicy, checked_transport
 from aigw.config import ConnectionConfig
 
 logger = logging.getLogger("aigw.mcp")
@@ -35,6 +40,9 @@ _T = TypeVar("_T")
 _MAX_TOOL_PAGES = 100  # a server whose tools/list cursor never ends cannot hang the loop
 _SSE_READ_TIMEOUT = 300.0  # the HTTP read timeout: a server may hold a response stream open this long
 # Transport-level failures: the connection (not the request) is broken, so a fresh session may succeed.
+# What an inline server's failure says, whatever it was: the same words for a refused address, a
+# closed port, a timeout or a non-MCP answer, so none of them can be told apart from outside.
+OPAQUE_FAILURE = "the request failed"
 _CONNECTION_ERRORS = (httpx2.TransportError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError, EOFError)
 
 
@@ -71,10 +79,14 @@ class _Connection:
 class McpClient:
     """One MCP server, one long-lived session."""
 
-    def __init__(self, config: ConnectionConfig) -> None:
+    def __init__(self, config: ConnectionConfig, egress: EgressPolicy | None = None) -> None:
+        """`egress`, for a server a request named (inline): its connections are checked against
+        the policy, and its failures are told in a fixed message, never the server's own words
+        (they could be an internal service's answer, read back through the gateway)."""
         if not config.url and not config.command:
             raise ValueError(f"MCP connection {config.name!r} needs a url or a command")
         self.config = config
+        self.egress = egress
         self._conn: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._tools: list[McpTool] | None = None
@@ -109,6 +121,9 @@ class McpClient:
 
     async def _request(self, fn: Callable[[ClientSession], Awaitable[_T]]) -> _T:
         """Run `fn(session)` on the live session; on a dead session, reconnect once and retry."""
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import REQUEST_TIMEOUT
+
         for attempt in (1, 2):
             conn = await self._connected()
             assert conn.session is not None
@@ -160,6 +175,8 @@ class McpClient:
 
     async def _own(self, conn: _Connection) -> None:
         """The owner task: enters (and later exits) the transport and session contexts, in this one task."""
+        from mcp import ClientSession
+
         try:
             async with AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(self._transport())
@@ -179,8 +196,10 @@ class McpClient:
     def _transport(self) -> AbstractAsyncContextManager[Any]:
         config = self.config
         if config.url:
-            return _http_transport(config)
+            return _http_transport(config, self.egress)
         assert config.command
+        from mcp import StdioServerParameters, stdio_client
+
         params = StdioServerParameters(command=config.command, args=config.args, env={**os.environ, **config.env})
         return stdio_client(params, errlog=_errlog())  # type: ignore[arg-type]
 
@@ -208,6 +227,8 @@ class McpClient:
         await asyncio.wait({task})
 
     async def _list_all_tools(self, session: ClientSession) -> list[McpTool]:
+        import mcp_types as types
+
         tools: list[McpTool] = []
         cursor: str | None = None
         for _ in range(_MAX_TOOL_PAGES):
@@ -222,6 +243,9 @@ class McpClient:
         return tools
 
     def _message(self, detail: str) -> str:
+        if self.egress is not None:
+            logger.info("inline MCP server %r: %s", self.config.name, self._scrub(detail))
+            return f"MCP server {self.config.name!r}: {OPAQUE_FAILURE}"
         return f"MCP server {self.config.name!r}: {self._scrub(detail)}"
 
     def _scrub(self, text: str) -> str:
@@ -260,12 +284,16 @@ def _session_gone(exc: MCPError) -> bool:
     """Whether an MCP error means the session (not the request) is dead, so a new one may succeed."""
     # A streamable HTTP server that no longer knows our session id (it restarted, or expired the
     # session) answers 404, which surfaces as INVALID_REQUEST "Session not found" / "Session terminated".
+    from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST
+
     return exc.code == CONNECTION_CLOSED or (exc.code == INVALID_REQUEST and "session" in exc.message.lower())
 
 
 def _result_text(result: types.CallToolResult) -> str:
     """The content as text, in order: text parts as they are, others as short placeholders.
     With no text part at all, the structured content (JSON) says more than placeholders would."""
+    import mcp_types as types
+
     parts: list[str] = []
     has_text = False
     for block in result.content:
@@ -292,16 +320,21 @@ def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     text = str(exc).strip()
-    if isinstance(exc, MCPError) and text == "Server returned an error response":
+    sdk_errors = sys.modules.get("mcp.shared.exceptions")  # only an SDK already in use can have raised one
+    if sdk_errors is not None and isinstance(exc, sdk_errors.MCPError) and text == "Server returned an error response":
         text += " (check the URL and the credentials in headers)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @asynccontextmanager
-async def _http_transport(config: ConnectionConfig) -> AsyncIterator[Any]:
-    """Streamable HTTP with our own HTTP client: it carries the configured headers and timeouts."""
+async def _http_transport(config: ConnectionConfig, egress: EgressPolicy | None) -> AsyncIterator[Any]:
+    """Streamable HTTP with our own HTTP client: it carries the configured headers and timeouts,
+    and for an inline server, the egress check on every connection."""
+    from mcp.client.streamable_http import streamable_http_client
+
     timeout = httpx2.Timeout(config.timeout, read=max(config.timeout, _SSE_READ_TIMEOUT))
-    async with httpx2.AsyncClient(headers=config.headers, timeout=timeout) as http_client:
+    transport = checked_transport(egress) if egress is not None else None
+    async with httpx2.AsyncClient(headers=config.headers, timeout=timeout, transport=transport) as http_client:
         async with streamable_http_client(config.url or "", http_client=http_client) as streams:
             yield streams
 

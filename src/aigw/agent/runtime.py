@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from aigw.agent.egress import EgressPolicy
 from aigw.agent.functions import PythonFunction
 from aigw.agent.mcp import McpConnections
 from aigw.agent.tracing import Tracing
@@ -23,6 +24,8 @@ class AgentRuntime:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.config = settings.agent
         self.connections = McpConnections(self.config.connections)
+        # Where inline MCP servers may be; None when they are not allowed at all.
+        self.inline_mcp = EgressPolicy(self.config.inline_mcp_allowed_hosts) if self.config.allow_inline_mcp else None
         # Loaded once the configuration named them all; a bad import path fails at start.
         self.functions = {f.name: PythonFunction.load(f) for f in self.config.functions}
         self.tracing = Tracing(settings.tracing)

@@ -15,17 +15,21 @@ The MCP forms take `allowed_tools` and `require_approval` ("always", "never", or
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import orjson
 
+from aigw.agent.egress import EgressPolicy
 from aigw.agent.functions import PythonFunction, ToolError
 from aigw.agent.mcp import McpClient, McpConnections, McpError
 from aigw.config import ConnectionConfig
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.wire.openai_responses import TOOL_NAME, new_id
+
+log = logging.getLogger("aigw.mcp")
 
 
 class ToolOutcome(NamedTuple):
@@ -41,10 +45,15 @@ class HostedTool(NamedTuple):
     server: str | None = None  # MCP server label; None for a Python function
     remote_name: str = ""  # the tool's name on its MCP server
     needs_approval: bool = False
+    grant: tuple[str, str] | None = None  # the (resource kind, name) a caller needs CAN_QUERY on; None: inline
+
+
+MayUse = Callable[[str, str], bool]  # (resource kind, name) -> may the caller use it? (from memory)
 
 
 class Toolbox:
-    def __init__(self) -> None:
+    def __init__(self, may_use: MayUse | None = None) -> None:
+        self.may_use = may_use
         self.hosted: dict[str, HostedTool] = {}  # by the name the model sees
         self.client_tools: list[dict[str, Any]] = []
         self.listings: list[dict[str, Any]] = []  # mcp_list_tools items, one per MCP server
@@ -58,6 +67,10 @@ class Toolbox:
             for t in self.hosted.values()
         ]
         return self.client_tools + hosted
+
+    def permitted(self, tool: HostedTool) -> bool:
+        """Asked again when a tool is called: a grant revoked while a response runs stops its calls."""
+        return tool.grant is None or self.may_use is None or self.may_use(*tool.grant)
 
     def model_name(self, server: str, remote_name: str) -> str:
         return self._by_remote.get((server, remote_name), remote_name)
@@ -86,36 +99,45 @@ def _model_name(name: str) -> str:
 
 
 async def open_toolbox(
-    tools: list[Any], connections: McpConnections, functions: dict[str, PythonFunction], allow_inline: bool
+    tools: list[Any],
+    connections: McpConnections,
+    functions: dict[str, PythonFunction],
+    inline: EgressPolicy | None,
+    may_use: MayUse | None = None,
 ) -> Toolbox:
     """Sort a (validated) request's `tools`; lists the tools of every MCP server it names. A 400 names
-    the tool entry that is wrong; a server that cannot be reached is a 424, as with OpenAI."""
-    box = Toolbox()
+    the tool entry that is wrong; a 403 one the caller has no grant on (`may_use`; before anything
+    else, so names cannot be probed); a server that cannot be reached is a 424, as with OpenAI.
+    Inline MCP servers are allowed when `inline` (where they may be) is given."""
+    box = Toolbox(may_use)
     try:
         for i, tool in enumerate(tools):
             where = f"tools[{i}]"
             kind = tool.get("type")
             if kind in ("connection", "uc_connection") or (kind == "mcp" and not tool.get("server_url")):
                 name = _reference(tool, "uc_connection" if kind == "uc_connection" else None, "server_label" if kind == "mcp" else "name", where)
+                _check_grant(may_use, "connection", name, where)
                 client = connections.get(name)
                 if client is None:
                     raise invalid(f"Unknown connection '{name}' in '{where}': the gateway declares no MCP server of that name.", where)
                 await _add_server(box, client, tool, where)
             elif kind == "mcp":
-                if not allow_inline:
+                if inline is None:
                     raise invalid(
                         f"Inline MCP servers are not allowed on this gateway ('{where}.server_url'): use a connection the gateway declares.",
                         f"{where}.server_url",
                     )
-                client = McpClient(_inline_config(tool, where))
+                client = McpClient(_inline_config(tool, where), egress=inline)
                 box._inline.append(client)
                 await _add_server(box, client, tool, where)
             elif kind in ("hosted_function", "uc_function"):
                 name = _reference(tool, "uc_function" if kind == "uc_function" else None, "name", where)
+                _check_grant(may_use, "function", name, where)
                 function = functions.get(name)
                 if function is None:
                     raise invalid(f"Unknown function '{name}' in '{where}': the gateway registers no Python function of that name.", where)
-                box._add(HostedTool(function.name, function.description, function.parameters, _function_runner(function)))
+                runner = _function_runner(function)
+                box._add(HostedTool(function.name, function.description, function.parameters, runner, grant=("function", name)))
             else:
                 box.client_tools.append(tool)
     except BaseException:
@@ -126,6 +148,13 @@ async def open_toolbox(
         await box.close()
         raise invalid(f"The tool name '{sorted(clash)[0]}' is used by a client tool and a hosted tool.", "tools")
     return box
+
+
+def _check_grant(may_use: MayUse | None, kind: str, name: str, where: str) -> None:
+    if may_use is not None and not may_use(kind, name):
+        raise GatewayError(
+            ErrorKind.PERMISSION, f"You do not have permission to use the {kind} '{name}' ('{where}'): it needs a grant.", param=where
+        )
 
 
 def _reference(tool: dict[str, Any], nested: str | None, key: str, where: str) -> str:
@@ -156,8 +185,10 @@ async def _add_server(box: Toolbox, client: McpClient, tool: dict[str, Any], whe
     try:
         listed = await client.list_tools()
     except McpError as error:
+        # An inline server's failure is told in fixed words (see aigw.agent.egress): no detail.
+        detail = "." if client.egress is not None else f": {error}"
         raise GatewayError(
-            ErrorKind.UPSTREAM_ERROR, f"Error retrieving tool list from MCP server '{label}': {error}", status=424, param=where
+            ErrorKind.UPSTREAM_ERROR, f"Error retrieving tool list from MCP server '{label}'{detail}", status=424, param=where
         ) from None
     allowed = tool.get("allowed_tools")
     if isinstance(allowed, dict):  # OpenAI's filter form: {"tool_names": [...]}
@@ -174,6 +205,7 @@ async def _add_server(box: Toolbox, client: McpClient, tool: dict[str, Any], whe
             HostedTool(
                 listed_tool.name, listed_tool.description, listed_tool.parameters, _mcp_runner(client, listed_tool.name),
                 server=label, remote_name=listed_tool.name, needs_approval=approval(listed_tool.name),
+                grant=None if client.egress is not None else ("connection", label),
             )
         )  # fmt: skip
     box.listings.append({"id": new_id("mcpl_"), "type": "mcp_list_tools", "server_label": label, "tools": shown, "error": None})
@@ -214,6 +246,7 @@ def _mcp_runner(client: McpClient, name: str) -> Callable[[str], Awaitable[ToolO
         try:
             result = await client.call_tool(name, parsed)
         except McpError as error:
+            log.warning("MCP server %r: tool %r failed: %s", client.config.name, name, error)
             return ToolOutcome("", str(error))
         return ToolOutcome("", result.output) if result.is_error else ToolOutcome(result.output)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from aigw.agent import model_output
 from aigw.call import Call
 from aigw.canonical import StreamEvent
 from aigw.errors import ErrorKind, GatewayError
@@ -36,7 +37,7 @@ async def whole_turn(call: Call, endpoint: Endpoint, body: dict[str, Any]) -> di
         try:
             if WIRE in provider.chat_wires:
                 upstream = await provider.forward(WIRE, body, False, None)
-                return _response_object(await upstream.read(), provider)
+                return model_output.response_object(await upstream.read(), provider.label)
             response = await provider.chat(openai_responses.decode_request(body))
             return openai_responses.encode_response(response, body)
         except GatewayError as error:
@@ -58,7 +59,7 @@ async def streamed_turn(call: Call, endpoint: Endpoint, body: dict[str, Any]) ->
         call.upstream_start()
         try:
             if WIRE in provider.chat_wires:
-                events = _passed_events(await provider.forward(WIRE, body, True, None), provider.destination.max_event_bytes)
+                events = _passed_events(await provider.forward(WIRE, body, True, None), provider)
             else:
                 events = _encoded_events(provider, body)
             first = await anext(events, None)
@@ -76,43 +77,40 @@ async def streamed_turn(call: Call, endpoint: Endpoint, body: dict[str, Any]) ->
         yield first
         async for event in events:
             yield event
+    except GatewayError as error:  # mid-stream: the loop ends the response with it, status and all
+        raise in_client_terms(error, openai_responses.PARAM_NAMES) from None
     finally:
         call.upstream_end()
 
 
-def _response_object(data: bytes, provider: Provider) -> dict[str, Any]:
-    try:
-        response = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        response = None
-    if not isinstance(response, dict) or not isinstance(response.get("output"), list):
-        raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"Destination '{provider.label}' sent a malformed response.", retryable=True)
-    return response
-
-
-async def _passed_events(upstream: UpstreamResponse, max_event_bytes: int) -> AsyncIterator[Event]:
-    parser = SSEParser(max_event_bytes)  # linear in what arrives, and one event cannot grow without bound
+async def _passed_events(upstream: UpstreamResponse, provider: Provider) -> AsyncIterator[Event]:
+    # Linear in what arrives, and one event cannot grow without bound.
+    parser = SSEParser(provider.destination.max_event_bytes)
     try:
         async for chunk in upstream.iter_chunks():
             for sse in parser.feed(chunk):
                 if sse.data and sse.data != b"[DONE]":
-                    yield orjson.loads(sse.data)
+                    yield model_output.stream_event(sse.data, provider.label)
     finally:
         upstream.close()
 
 
 async def _encoded_events(provider: Provider, body: dict[str, Any]) -> AsyncIterator[Event]:
     """A translated stream rendered by the Responses encoder, then read back as objects: the encoder
-    is the one place that knows the event sequence, and a model's latency dwarfs the re-parse."""
+    is the one place that knows the event sequence, and a model's latency dwarfs the re-parse.
+    A provider's error is raised as it is, not rendered as `response.failed`: before the first event
+    the router may fall back and the client gets the error's own status (429 with Retry-After, 400,
+    504); after it, the loop's `error` event and failed response carry its code."""
     encoder = openai_responses.StreamEncoder(body)
     parser = SSEParser()
-    events: AsyncIterator[StreamEvent] = provider.stream_chat(openai_responses.decode_request(body)).__aiter__()
+    events: AsyncIterator[StreamEvent] = provider.stream_chat(openai_responses.decode_request(body))
     try:
         async for event in events:
             for sse in parser.feed(encoder.encode(event)):
                 yield orjson.loads(sse.data)
-        tail = encoder.finish()
-    except GatewayError as error:
-        tail = encoder.error(error)
-    for sse in parser.feed(tail):
+    finally:  # an error or a client gone: the provider's upstream response is released now, not at GC
+        close = getattr(events, "aclose", None)  # async generators have it; other iterators need none
+        if close is not None:
+            await close()
+    for sse in parser.feed(encoder.finish()):
         yield orjson.loads(sse.data)

@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aigw.errors import ErrorKind, GatewayError
+from aigw.http.cancel import CLIENT_GONE
+from aigw.http.encoding import codings, decode_body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -19,6 +21,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+class ClientDisconnected(Exception):
+    """The client left while its request body was arriving: there is no request to answer."""
 
 
 class Request:
@@ -51,21 +57,29 @@ class Request:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
         message = await self.receive()
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            self.raw_body = body
-            return body
-        parts = [body]
-        size = len(body)
-        while message.get("more_body"):
-            message = await self.receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            parts.append(chunk)
-        self.raw_body = b"".join(parts)
-        return self.raw_body
+        body = _body_of(message)
+        if message.get("more_body"):
+            parts = [body]
+            size = len(body)
+            while message.get("more_body"):
+                message = await self.receive()
+                chunk = _body_of(message)
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                parts.append(chunk)
+            body = b"".join(parts)
+        encoding = self.headers.get("content-encoding")
+        if encoding is not None and codings(encoding):
+            body = await decode_body(body, encoding, limit, _too_large(limit))
+        self.raw_body = body
+        return body
+
+
+def _body_of(message: dict[str, Any]) -> bytes:
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected()  # not the end of the body: a body cut short must not be read as whole
+    return message.get("body", b"")
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -107,25 +121,20 @@ class EventStream:
 
 async def run_cancellable(receive: Receive, work: Awaitable[None]) -> None:
     """Await `work` (which streams a response) in this task while a watcher waits for the client to
-    disconnect; if it does, this task is cancelled, which closes the upstream connection too. The
-    request body has been read before this runs, so the next ASGI message can only be the disconnect."""
+    disconnect; if it does, this task is cancelled (with aigw.http.cancel's CLIENT_GONE, so the
+    request is recorded as 499), which closes the upstream connection too. The request body has
+    been read before this runs, so the next ASGI message can only be the disconnect. (The gateway's
+    own server cancels a request whose client left before its response began by itself.)"""
     task = asyncio.current_task()
     assert task is not None
-    disconnected = False
 
     async def watch() -> None:
-        nonlocal disconnected
         while (await receive())["type"] != "http.disconnect":
             pass
-        disconnected = True
-        task.cancel()
+        task.cancel(CLIENT_GONE)
 
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         await work
-    except asyncio.CancelledError:
-        if not disconnected:
-            raise
-        task.uncancel()  # the cancellation was ours, for a client that left: nothing more to do
     finally:
         watcher.cancel()

@@ -12,26 +12,33 @@ This module keeps what a gateway needs:
 
 - one asyncio.Protocol per connection, one httptools parser, one task per request running the app;
 - keep-alive by HTTP/1.1 rules, pipelined requests answered in order (reading pauses meanwhile), and
-  one periodic sweep that closes idle connections and refreshes the cached `date` header;
+  one periodic sweep that closes idle connections, ends request bodies that stopped arriving (408:
+  a gap between reads, or a total time), gives memory back after large bodies (aigw.http.process)
+  and refreshes the cached `date` header;
+- at most `max_connections` client connections (aigw.http.connection_limit): past it the longest
+  idle one is closed, or the newcomer gets a 503 with Retry-After;
 - request bodies handed to `receive()` as they arrive (reading pauses while >1 MiB waits unread),
-  `Expect: 100-continue`, limits on the request head (431) and the URL (414), 400 on malformed input;
+  `Expect: 100-continue`, limits on the request head (431) and the URL (414), 400 on malformed input,
+  on an HTTP/1.1 request without exactly one Host and on a repeated singleton header (two
+  credentials: which one counts?), 501 on a transfer coding other than chunked;
 - responses framed by content-length or chunked encoding, the head and the first body chunk in one
   write, and write flow control: `send()` waits while the client is slow to read;
-- `http.disconnect` from `receive()` when the client goes away (what cancels a forwarded stream);
-- ASGI lifespan, graceful shutdown on SIGTERM/SIGINT, optional TLS.
+- a client that goes away: `http.disconnect` from `receive()` (what cancels a forwarded stream), and,
+  if its response has not begun, its request's task cancelled (aigw.http.cancel says why: a
+  non-streamed upstream call nobody will read is closed, not paid for);
+- ASGI lifespan, graceful shutdown on SIGTERM/SIGINT (what still runs at the end is cancelled and
+  answered 503 where it can be), optional TLS.
 
-What it does not do: HTTP/2, WebSockets or other upgrades (an `Upgrade` header is ignored), several
-worker processes, access logs, proxy headers, a timeout on a request body that trickles in (the idle
-sweep covers only connections with no request in flight). Run several instances behind a balancer to
+What it does not do: HTTP/2 (a client opening with its preface gets HTTP/2's own "use HTTP/1.1"
+refusal, aigw.http.http2), WebSockets or other upgrades (an `Upgrade` header is ignored), several
+worker processes, access logs, proxy headers. Run several instances behind a balancer to
 use more cores.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import signal
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -42,22 +49,33 @@ from urllib.parse import unquote
 
 import httptools
 
+from aigw.http.cancel import BODY_TIMEOUT, CLIENT_GONE, SHUTTING_DOWN
+from aigw.http.connection_limit import ConnectionLimit
+from aigw.http.http2 import HTTP2_REFUSAL, PREFACE_START
+from aigw.http.lifespan import Lifespan, StartupFailed, StopSignals
+from aigw.http.process import HeapTrimmer, default_max_connections, raise_fd_limit, tune_gc
+from aigw.http.types import ASGI_VERSION, ASGIApp
+
 log = logging.getLogger("aigw.http.server")
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
-
 _BODY_HIGH_WATER = 1 << 20  # pause reading a request body when this much waits unread
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_REFUSED_LINGER = 1.0  # seconds a refused client has to read its 503 before the connection closes
+_LARGE_BODY = 256 * 1024  # request bodies whose release may leave memory worth giving back
+_MAX_REFUSED = 256  # refused connections left lingering at once; past this they close at once
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _INTERNAL_ERROR_BODY = b'{"error":{"message":"Internal Server Error","type":"server_error"}}'
 _FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"date"))
+# Headers a request may carry once: two would leave which one counts to whoever reads them (a proxy in
+# front may check one credential and the gateway use the other).
+_SINGLETON_HEADERS = frozenset(
+    (
+        b"host", b"authorization", b"proxy-authorization", b"content-length", b"content-type", b"transfer-encoding",
+        b"x-api-key", b"x-goog-api-key", b"api-key", b"anthropic-version", b"x-aigw-request-tags", b"expect",
+    )
+)  # fmt: skip
 _METHODS = {m: m.decode("ascii") for m in (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS")}
-
-
-class StartupFailed(Exception):
-    """The application's lifespan start-up reported a failure (or crashed)."""
 
 
 class _RejectRequest(Exception):
@@ -96,6 +114,9 @@ class _ServerState:
         keepalive_timeout: float,
         max_head_bytes: int,
         max_url_bytes: int,
+        body_read_timeout: float,
+        body_timeout: float,
+        max_connections: int,
         scheme: str,
         lifespan_state: dict[str, Any],
     ) -> None:
@@ -104,13 +125,16 @@ class _ServerState:
         self.keepalive_timeout = keepalive_timeout
         self.max_head_bytes = max_head_bytes
         self.max_url_bytes = max_url_bytes
+        self.body_read_timeout = body_read_timeout
+        self.body_timeout = body_timeout
         self.scheme = scheme
         self.lifespan_state = lifespan_state
-        self.connections: set[_Connection] = set()
+        self.connections = ConnectionLimit(max_connections)
         self.tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        self.heap = HeapTrimmer()
         self.closing = False
         self.date_header = b""
-        self._sweep_interval = min(1.0, max(keepalive_timeout / 2, 0.05))
+        self._sweep_interval = min(1.0, max(min(keepalive_timeout, body_read_timeout) / 2, 0.05))
         self._sweep_handle: asyncio.TimerHandle | None = None
 
     def start_sweep(self) -> None:
@@ -122,44 +146,53 @@ class _ServerState:
             self._sweep_handle = None
 
     def _sweep(self) -> None:
-        """Once per interval: refresh the date header and close connections idle for too long. One timer
-        for the whole server, so nothing on a request's path arms or cancels one."""
+        """Once per interval: refresh the date header, close connections idle for too long (and
+        refused ones that had their second to read the 503), end request bodies that stopped
+        arriving, and give back memory after large bodies. One timer for the whole server, so
+        nothing on a request's path arms or cancels one."""
         self.date_header = b"date: %s\r\n" % formatdate(usegmt=True).encode("ascii")
-        deadline = self.loop.time() - self.keepalive_timeout
-        for connection in [c for c in self.connections if c.idle_since is not None and c.idle_since < deadline]:
+        now = self.loop.time()
+        connections = self.connections
+        for connection in connections.idle_since_before(now - self.keepalive_timeout):
             connection.close()
+        for connection in [c for c, at in connections.refused.items() if at < now - _REFUSED_LINGER]:
+            connection.close()
+        for connection in list(connections.open):
+            connection.check_body_deadline(now)  # type: ignore[attr-defined]
+        self.heap.trim_if_due()
         self._sweep_handle = self.loop.call_later(self._sweep_interval, self._sweep)
 
-    def error_response(self, status: int) -> bytes:
+    def error_response(self, status: int, extra_headers: bytes = b"") -> bytes:
         """A complete response for requests refused before they reach the app; the connection closes."""
         body = _status_line(status)[13:-2] or b"Error"
-        return b"%s%scontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+        return b"%s%scontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n%sconnection: close\r\n\r\n%s" % (
             _status_line(status),
             self.date_header,
             len(body),
+            extra_headers,
             body,
         )
 
     async def drain(self, timeout: float, hurry: asyncio.Event | None = None) -> None:
         """Graceful shutdown of the connections: close the idle ones at once, let requests in flight
-        finish for up to `timeout` seconds (or until `hurry` is set), then close everything and cancel
-        what still runs."""
+        finish for up to `timeout` seconds (or until `hurry` is set), then cancel what still runs
+        (a request not yet answered gets a 503: from the app if it still gives one, else from here)
+        and close everything."""
         self.closing = True
-        for connection in list(self.connections):
-            if connection.active is None:
+        for connection in list(self.connections.open) + list(self.connections.refused):
+            if getattr(connection, "active", None) is None:
                 connection.close()  # the rest close when their response completes (see response_complete)
         deadline = self.loop.time() + timeout
         while self.tasks and self.loop.time() < deadline and not (hurry is not None and hurry.is_set()):
             await asyncio.sleep(0.05)
-        if self.tasks:
-            log.warning("graceful shutdown timed out; cancelling %d request(s) in flight", len(self.tasks))
-        for connection in list(self.connections):
-            connection.close()
         tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
         if tasks:
+            log.warning("graceful shutdown timed out; cancelling %d request(s) in flight", len(tasks))
+            for task in tasks:
+                task.cancel(SHUTTING_DOWN)
             await asyncio.wait(tasks, timeout=5)
+        for connection in list(self.connections.open):
+            connection.close()
 
 
 # --- one request and its response -----------------------------------------------------------------
@@ -190,6 +223,10 @@ class _Exchange:
         "remaining",
         "bodyless",
         "task",
+        "arrived",
+        "last_read",
+        "received",
+        "cancel_reason",
     )
 
     def __init__(self, connection: _Connection, scope: dict[str, Any], keep_alive: bool, http10: bool, expect_continue: bool) -> None:
@@ -213,6 +250,9 @@ class _Exchange:
         self.remaining = -1  # bytes still due under the app's content-length; -1 when it set none
         self.bodyless = False  # HEAD, 1xx, 204, 304: headers only
         self.task: asyncio.Task | None = None
+        self.arrived = self.last_read = 0.0  # when its turn came (see _start); the body's latest bytes
+        self.received = 0  # body bytes so far
+        self.cancel_reason: str | None = None  # why the server cancelled the app's task (aigw.http.cancel)
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -241,6 +281,7 @@ class _Exchange:
                 self.expect_continue = False
                 if not self.started:
                     self.connection.write(_CONTINUE)
+                    self.last_read = self.connection.loop.time()  # the client's wait for the 100 is over
             waiter = self.waiter
             if waiter is None or waiter.done():
                 waiter = self.waiter = self.connection.loop.create_future()
@@ -358,11 +399,20 @@ class _Exchange:
 
     # --- the app's task ------------------------------------------------------------------------------
 
+    def cancel(self, reason: str) -> None:
+        """Cancel the app's task, once, saying why (see aigw.http.cancel)."""
+        task = self.task
+        if self.cancel_reason is None and task is not None and not task.done():
+            self.cancel_reason = reason
+            task.cancel(reason)
+
     async def run(self, app: ASGIApp) -> None:
         try:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             if not self.finished:
+                if not self.wrote and not self.disconnected and self.connection.server.closing:
+                    self.connection.write(self.connection.server.error_response(503))  # the app did not answer
                 self.connection.close()
             raise
         except Exception as exc:
@@ -372,7 +422,10 @@ class _Exchange:
                 log.error("the ASGI app returned without completing the response to %s %s", self.scope["method"], self.scope["path"])
                 self._app_failed(None)
         finally:
-            self.connection.server.tasks.discard(self.task)  # type: ignore[arg-type]
+            server = self.connection.server
+            server.tasks.discard(self.task)  # type: ignore[arg-type]
+            if self.received >= _LARGE_BODY:
+                server.heap.released(self.received)
 
     def _app_failed(self, exc: Exception | None) -> None:
         if exc is not None:
@@ -401,7 +454,6 @@ class _Connection(asyncio.Protocol):
         "client",
         "sockname",
         "closed",
-        "idle_since",
         "active",
         "queue",
         "write_paused",
@@ -428,7 +480,6 @@ class _Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.sockname: tuple[str, int] | None = None
         self.closed = False
-        self.idle_since: float | None = None  # when the connection last had nothing to do; None while busy
         self.active: _Exchange | None = None  # the request being answered
         self.queue: deque[_Exchange] = deque()  # pipelined requests waiting their turn
         self.write_paused = False
@@ -450,20 +501,40 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        if server.closing:
+            self.close()
+            return
+        if not server.connections.admit(self):
+            self._refuse()
+            return
         self.client = _address(transport.get_extra_info("peername"))
         self.sockname = _address(transport.get_extra_info("sockname"))
-        self.idle_since = self.loop.time()
-        self.server.connections.add(self)
-        if self.server.closing:
+        self._idle()
+
+    def _refuse(self) -> None:
+        """Every connection is busy: a plain 503 before any request, then the end of the connection.
+        What the client sends meanwhile is read and dropped for a moment, so it reads the 503 rather
+        than a reset; past a few hundred such clients at once, they are closed at once."""
+        connections = self.server.connections
+        self._discarding = True
+        self.write(self.server.error_response(503, b"retry-after: 1\r\n"))
+        transport = self.transport
+        if len(connections.refused) >= _MAX_REFUSED or transport is None or not transport.can_write_eof():
             self.close()
+            return
+        transport.write_eof()
+        connections.refused[self] = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        self.server.connections.closed(self)
         active = self.active
         if active is not None:
             active.disconnected = True
             active.wake()
+            if not active.wrote and not active.finished:
+                active.cancel(CLIENT_GONE)  # nobody will read the answer: stop the work (an upstream call)
         self.queue.clear()
         waiter = self._write_waiter
         if waiter is not None and not waiter.done():
@@ -498,6 +569,11 @@ class _Connection(asyncio.Protocol):
                 self._reject(400)
             return
         except httptools.HttpParserError:
+            if data.startswith(PREFACE_START) and self.active is None and not self.queue:
+                self._discarding = True
+                self.write(HTTP2_REFUSAL)
+                self.close()
+                return
             self._reject(400)
             return
         if self._in_head and self._head_fed > self.server.max_head_bytes:
@@ -523,6 +599,8 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
+        elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            raise _RejectRequest(501)  # a transfer coding this server cannot decode (RFC 9112 6.1)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -532,6 +610,9 @@ class _Connection(asyncio.Protocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _RejectRequest(505)
+        singletons = [name for name, _ in self._headers if name in _SINGLETON_HEADERS]
+        if len(singletons) != len(set(singletons)) or (version == "1.1" and b"host" not in singletons):
+            raise _RejectRequest(400)  # RFC 9112 3.2: exactly one Host; two credentials: which one counts?
         if parser.should_upgrade():
             self._upgrade = (parser.get_method(), version)
             return  # httptools stops at the end of this head: see _reparse_without_upgrade
@@ -556,6 +637,8 @@ class _Connection(asyncio.Protocol):
             return
         exchange.chunks.append(body)
         exchange.buffered += len(body)
+        exchange.received += len(body)
+        exchange.last_read = self.loop.time()
         exchange.expect_continue = False  # the client sends the body anyway: no 100 is due any more
         if exchange.buffered > _BODY_HIGH_WATER and not self._reading_paused:
             self._update_reading()
@@ -584,7 +667,7 @@ class _Connection(asyncio.Protocol):
             raw_path, query = parsed.path or b"/", parsed.query or b""
         scope = {
             "type": "http",
-            "asgi": _ASGI,
+            "asgi": ASGI_VERSION,
             "http_version": version,
             "server": self.sockname,
             "client": self.client,
@@ -602,9 +685,14 @@ class _Connection(asyncio.Protocol):
 
     # --- serving requests in turn --------------------------------------------------------------------
 
+    def _idle(self) -> None:
+        """Nothing to do until the next request: the idle sweep may close it, a newcomer evict it."""
+        self.server.connections.became_idle(self, self.loop.time())
+
     def _start(self, exchange: _Exchange) -> None:
         self.active = exchange
-        self.idle_since = None
+        exchange.arrived = exchange.last_read = self.loop.time()  # a pipelined body's clock starts now
+        self.server.connections.became_busy(self)
         task = self.loop.create_task(exchange.run(self.server.app))
         exchange.task = task
         self.server.tasks.add(task)
@@ -626,7 +714,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         else:
-            self.idle_since = self.loop.time()
+            self._idle()
         self._update_reading()
 
     def _linger(self) -> None:
@@ -642,7 +730,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         transport.write_eof()
-        self.idle_since = self.loop.time()
+        self._idle()
         self._update_reading()
 
     def body_consumed(self) -> None:
@@ -663,6 +751,29 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
         else:
             self.transport.resume_reading()
+            if parsing is not None:
+                parsing.last_read = self.loop.time()  # the pause was ours: the client's clock restarts
+
+    def check_body_deadline(self, now: float) -> None:
+        """From the sweep: a request body being read must keep arriving (a gap of at most
+        `body_read_timeout` seconds while the server is reading) and be complete within
+        `body_timeout` seconds of its head; otherwise the client gets a 408 and the connection ends.
+        A slow client would otherwise hold its connection and its buffered body for ever."""
+        exchange = self._parsing
+        if exchange is None or exchange is not self.active or self._reading_paused or exchange.expect_continue:
+            return
+        server = self.server
+        if now - exchange.last_read <= server.body_read_timeout and now - exchange.arrived <= server.body_timeout:
+            return
+        log.info("request body of %s %s timed out after %d bytes", exchange.scope["method"], exchange.scope["path"], exchange.received)
+        self._discarding = True
+        self._parsing = None
+        if not exchange.wrote:
+            exchange.disconnected = True  # the app's later sends are dropped
+            exchange.wake()
+            self.write(server.error_response(408))
+        exchange.cancel(BODY_TIMEOUT)
+        self.close()
 
     # --- errors and upgrades -------------------------------------------------------------------------
 
@@ -730,81 +841,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-# --- lifespan -------------------------------------------------------------------------------------
-
-
-class _Lifespan:
-    """Runs the app's lifespan protocol in a task of its own. An app that raises before it reads the
-    start-up message, or returns without answering, does not speak lifespan: serving goes on."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.state: dict[str, Any] = {}
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._started = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._read_any = False
-        self._failure: str | None = None
-        self._task: asyncio.Task | None = None
-
-    async def startup(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._main())
-        await self._inbox.put({"type": "lifespan.startup"})
-        await self._started.wait()
-        if self._failure is not None:
-            raise StartupFailed(self._failure)
-
-    async def shutdown(self) -> None:
-        if self._task is None or self._task.done():
-            return
-        await self._inbox.put({"type": "lifespan.shutdown"})
-        await self._stopped.wait()
-        if self._failure is not None:
-            log.error("application shutdown failed: %s", self._failure)
-
-    async def _main(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
-        try:
-            await self.app(scope, self._receive, self._send)
-        except Exception as exc:
-            if self._read_any:
-                log.error("exception in the ASGI lifespan", exc_info=exc)
-                self._failure = self._failure or f"{type(exc).__name__}: {exc}"
-            else:
-                log.info("the ASGI app does not support lifespan (%r)", exc)
-        finally:
-            self._started.set()
-            self._stopped.set()
-
-    async def _receive(self) -> dict[str, Any]:
-        self._read_any = True
-        return await self._inbox.get()
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind in ("lifespan.startup.failed", "lifespan.shutdown.failed"):
-            self._failure = message.get("message") or kind
-        if kind.startswith("lifespan.startup."):
-            self._started.set()
-        elif kind.startswith("lifespan.shutdown."):
-            self._stopped.set()
-
-
 # --- public API -----------------------------------------------------------------------------------
-
-
-# Collector thresholds once serving (CPython's defaults: 700-2000, 10, 10): young collections every
-# 20,000 net allocations, older generations proportionally rarer.
-GC_THRESHOLDS = (20_000, 50, 100)
-
-
-def _tune_gc() -> None:
-    """Once the app has started: everything loaded so far (modules, configuration, the app) lives
-    as long as the process, so it moves out of the collector's sight (gc.freeze), and young
-    collections run less often. Measured with the benchmark: full collections over the libraries'
-    objects paused the loop for tens of milliseconds (p99 at c64: 96 ms -> 14 ms; req/s +23 %)."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(
@@ -817,22 +854,31 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     max_head_bytes: int = 64 * 1024,
     max_url_bytes: int = 16 * 1024,
+    request_body_read_timeout: float = 30.0,
+    request_body_timeout: float = 120.0,
+    max_connections: int | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    on_listening: Callable[[], None] | None = None,
 ) -> None:
     """Serve `app` until `stop` is set (or, without one, until SIGTERM or SIGINT), then shut down
     gracefully. Runs the lifespan start-up before listening: raises StartupFailed if it fails, and
-    OSError if the address cannot be bound. Sets `ready` once listening."""
+    OSError if the address cannot be bound. Sets `ready` and calls `on_listening` once listening
+    (not before: a bind error must not follow a "listening" line). `max_connections`
+    defaults to what the open-file limit leaves room for (see aigw.http.process)."""
     loop = asyncio.get_running_loop()
-    lifespan = _Lifespan(app)
+    lifespan = Lifespan(app)
     await lifespan.startup()
-    _tune_gc()
+    tune_gc()
     state = _ServerState(
         app,
         loop,
         keepalive_timeout=keepalive_timeout,
         max_head_bytes=max_head_bytes,
         max_url_bytes=max_url_bytes,
+        body_read_timeout=request_body_read_timeout,
+        body_timeout=request_body_timeout,
+        max_connections=max_connections or default_max_connections(),
         scheme="https" if ssl_context is not None else "http",
         lifespan_state=lifespan.state,
     )
@@ -842,11 +888,13 @@ async def serve(
         await lifespan.shutdown()
         raise
     state.start_sweep()
-    signals = _StopSignals(loop) if stop is None else None
+    signals = StopSignals(loop) if stop is None else None
     if signals is not None:
         stop = signals.stop
     if ready is not None:
         ready.set()
+    if on_listening is not None:
+        on_listening()
     try:
         await stop.wait()  # type: ignore[union-attr]
     finally:
@@ -860,32 +908,6 @@ async def serve(
             await lifespan.shutdown()
 
 
-class _StopSignals:
-    """SIGTERM or SIGINT starts a graceful shutdown; a second one hurries it (no more waiting)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.stop = asyncio.Event()
-        self.hurry = asyncio.Event()
-        self._installed: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._received)
-                self._installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
-                pass
-
-    def _received(self) -> None:
-        if self.stop.is_set():
-            log.warning("second signal: shutting down without waiting for requests in flight")
-            self.hurry.set()
-        self.stop.set()
-
-    def remove(self) -> None:
-        for sig in self._installed:
-            self.loop.remove_signal_handler(sig)
-
-
 def run(
     app: ASGIApp,
     host: str,
@@ -894,14 +916,17 @@ def run(
     graceful_timeout: float = 10.0,
     keepalive_timeout: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
+    **limits: Any,
 ) -> None:
-    """Serve `app` on uvloop until SIGTERM or SIGINT. Exits with status 3 if the app's start-up
-    fails and 1 if the address cannot be bound."""
+    """Serve `app` on uvloop until SIGTERM or SIGINT, with the open-file limit raised as far as the
+    system allows; `limits` are `serve`'s (request_body_read_timeout, max_connections, ...). Exits
+    with status 3 if the app's start-up fails and 1 if the address cannot be bound."""
     import uvloop
 
+    raise_fd_limit()
     try:
         uvloop.run(
-            serve(app, host, port, graceful_timeout=graceful_timeout, keepalive_timeout=keepalive_timeout, ssl_context=ssl_context)
+            serve(app, host, port, graceful_timeout=graceful_timeout, keepalive_timeout=keepalive_timeout, ssl_context=ssl_context, **limits)
         )
     except StartupFailed as exc:
         log.error("application start-up failed: %s", exc)

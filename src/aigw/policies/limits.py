@@ -63,6 +63,7 @@ the token estimate are appended.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 
 from aigw.config import RateLimitConfig, Settings
 from aigw.errors import ErrorKind, GatewayError
@@ -171,6 +172,16 @@ class Limiter:
 
     def limits(self, endpoint: str) -> EndpointLimits | None:
         return self._endpoints.get(endpoint)
+
+    @property
+    def redis_ping(self) -> Callable[[], Awaitable[None]] | None:
+        """The shared store's health probe, when this gateway uses Redis (it has limits to keep)."""
+        ping = getattr(self.store, "ping", None)
+        return ping if self._endpoints else None
+
+    @property
+    def fail_open(self) -> bool:
+        return self._fail_open
 
     async def start(self) -> None:
         if self._endpoints:  # no limits configured: never connect to Redis

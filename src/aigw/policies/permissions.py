@@ -1,4 +1,4 @@
-"""Permission to use an endpoint: CAN_QUERY and CAN_MANAGE grants, checked from memory.
+"""Permission to use an endpoint or a hosted tool: CAN_QUERY and CAN_MANAGE grants, checked from memory.
 
 Grants live in the store; the authenticator's periodic refresh reads them with the tokens and swaps a
 fresh `GrantTable` into the gateway's `Permissions` in one assignment, so a check on the request path
@@ -8,7 +8,10 @@ is a dict lookup and a set test or two. The rules:
 - a grant names a principal or a group; CAN_MANAGE implies CAN_QUERY;
 - every principal is in the built-in group `users`, so a grant to `users` opens an endpoint to all;
 - an endpoint without a grant is for admins only, except `public` endpoints (the built-in demo
-  endpoint, which calls no upstream), which every principal may query.
+  endpoint, which calls no upstream), which every principal may query;
+- the agent API's hosted tools (MCP connections, Python functions) are granted the same way, one
+  grant per connection or function, CAN_QUERY being the permission to use it; without a grant a
+  hosted tool is for admins only, whichever endpoint (the open demo one included) the request names.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ class EndpointGrants(msgspec.Struct, frozen=True, gc=False):
     manage_groups: frozenset[str] = frozenset()
 
 
-GrantTable = dict[str, EndpointGrants]  # endpoint name -> its grants; never mutated once built
+# (resource kind, name) -> its grants; never mutated once built.
+GrantTable = dict[tuple[str, str], EndpointGrants]
 
 
 def grant_table(grants: Iterable[GrantInfo]) -> GrantTable:
-    """Index grants by endpoint (pure: the refresh builds it in a worker thread)."""
-    sets: dict[str, tuple[set[int], set[str], set[int], set[str]]] = {}
+    """Index grants by resource (pure: the refresh builds it in a worker thread)."""
+    sets: dict[tuple[str, str], tuple[set[int], set[str], set[int], set[str]]] = {}
     for grant in grants:
-        query_p, query_g, manage_p, manage_g = sets.setdefault(grant.endpoint, (set(), set(), set(), set()))
+        key = (grant.resource_kind, grant.endpoint)
+        query_p, query_g, manage_p, manage_g = sets.setdefault(key, (set(), set(), set(), set()))
         manage = grant.permission == "CAN_MANAGE"
         if grant.subject_kind == "group":  # groups by name: that is what a Principal carries
             query_g.add(grant.subject_name)
@@ -54,8 +59,8 @@ def grant_table(grants: Iterable[GrantInfo]) -> GrantTable:
             if manage:
                 manage_p.add(grant.subject_id)
     return {
-        endpoint: EndpointGrants(frozenset(qp), frozenset(qg), frozenset(mp), frozenset(mg))
-        for endpoint, (qp, qg, mp, mg) in sets.items()
+        key: EndpointGrants(frozenset(qp), frozenset(qg), frozenset(mp), frozenset(mg))
+        for key, (qp, qg, mp, mg) in sets.items()
     }
 
 
@@ -79,9 +84,15 @@ class Permissions:
         self._table = table
 
     def can_query(self, principal: Principal, endpoint: str) -> bool:
-        if principal.is_admin or endpoint in self._public:
+        if endpoint in self._public:
             return True
-        grants = self._table.get(endpoint)
+        return self.can_use(principal, "endpoint", endpoint)
+
+    def can_use(self, principal: Principal, kind: str, name: str) -> bool:
+        """May `principal` query the resource (`kind` one of store.RESOURCE_KINDS) called `name`?"""
+        if principal.is_admin:
+            return True
+        grants = self._table.get((kind, name))
         if grants is None:
             return False
         return principal.id in grants.query_principals or not grants.query_groups.isdisjoint(principal.groups)
@@ -89,7 +100,7 @@ class Permissions:
     def can_manage(self, principal: Principal, endpoint: str) -> bool:
         if principal.is_admin:
             return True
-        grants = self._table.get(endpoint)
+        grants = self._table.get(("endpoint", endpoint))
         if grants is None:
             return False
         return principal.id in grants.manage_principals or not grants.manage_groups.isdisjoint(principal.groups)
@@ -99,6 +110,15 @@ class Permissions:
         if principal.is_admin:
             return list(names)
         return [name for name in names if self.can_query(principal, name)]
+
+    def require_use(self, principal: Principal, kind: str, name: str, param: str | None = None) -> None:
+        """403 unless `principal` may use the hosted tool (`kind` connection or function) `name`."""
+        if not self.can_use(principal, kind, name):
+            raise GatewayError(
+                ErrorKind.PERMISSION,
+                f"The principal '{principal.name}' does not have CAN_QUERY on the {kind} '{name}'.",
+                param=param,
+            )
 
     def require_query(self, principal: Principal, endpoint: str) -> None:
         """403 unless `principal` may query `endpoint`."""

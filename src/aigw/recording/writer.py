@@ -474,6 +474,8 @@ class RecordWriter:
                 log.exception("record writer: cannot write spill files in %s; records stay in memory", self._spill.directory)
             return
         self._spill_failing = False
+        if not self._spill_pending:
+            log.warning("record writer: %d record(s) over the in-memory queue spilled to %s", len(records), self._spill.directory)
         self._spilled += len(records)
         self._spill_pending = True
 

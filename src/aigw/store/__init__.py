@@ -8,6 +8,7 @@ from aigw.store.bootstrap import ensure_admin_token
 from aigw.store.access import AccessStore
 from aigw.store.errors import AlreadyExists, NotFound, StoreError
 from aigw.store.records import (
+    RESOURCE_KINDS,
     USERS_GROUP,
     AccessSnapshot,
     GrantInfo,
@@ -15,6 +16,7 @@ from aigw.store.records import (
     Permission,
     PrincipalInfo,
     PrincipalKind,
+    ResourceKind,
     SubjectKind,
     TokenInfo,
     TokenRecord,
@@ -23,6 +25,7 @@ from aigw.store.store import Store
 from aigw.store.url import default_data_dir, normalize_database_url, resolve_database_url
 
 __all__ = [
+    "RESOURCE_KINDS",
     "USERS_GROUP",
     "AccessSnapshot",
     "AccessStore",
@@ -33,6 +36,7 @@ __all__ = [
     "Permission",
     "PrincipalInfo",
     "PrincipalKind",
+    "ResourceKind",
     "Store",
     "StoreError",
     "SubjectKind",

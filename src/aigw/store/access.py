@@ -1,4 +1,5 @@
-"""Who may do what: principals (listing, deleting), groups, memberships and endpoint grants.
+"""Who may do what: principals (listing, deleting), groups, memberships and grants (on endpoints
+and on the agent API's hosted tools).
 
 `AccessStore` runs over the Store's own transaction helpers (`store.access`), so it shares the
 Store's engine, its SQLite write locking and its thread safety. Like the Store, it is for the CLI, the
@@ -22,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from aigw.store.errors import AlreadyExists, NotFound, StoreError
 from aigw.store.records import (
     PERMISSIONS,
+    RESOURCE_KINDS,
     SUBJECT_KINDS,
     USERS_GROUP,
     AccessSnapshot,
@@ -30,6 +32,7 @@ from aigw.store.records import (
     Permission,
     PrincipalInfo,
     PrincipalKind,
+    ResourceKind,
     SubjectKind,
 )
 from aigw.store.schema import NAME_LENGTH, grants, group_members, groups, principals, tokens
@@ -169,11 +172,18 @@ class AccessStore:
     # -- grants -------------------------------------------------------------------------------------
 
     def grant(
-        self, endpoint: str, subject_kind: SubjectKind, subject: str, permission: Permission = "CAN_QUERY"
+        self,
+        endpoint: str,
+        subject_kind: SubjectKind,
+        subject: str,
+        permission: Permission = "CAN_QUERY",
+        resource_kind: ResourceKind = "endpoint",
     ) -> GrantInfo:
-        """Give `subject` `permission` on `endpoint`. A subject holds one permission per endpoint:
-        granting again replaces it (so CAN_QUERY after CAN_MANAGE lowers it)."""
-        _check_name(endpoint, "endpoint")
+        """Give `subject` `permission` on `endpoint` (the name of a resource of `resource_kind`). A
+        subject holds one permission per resource: granting again replaces it (so CAN_QUERY after
+        CAN_MANAGE lowers it)."""
+        _check_kind(resource_kind)
+        _check_name(endpoint, resource_kind)
         if permission not in PERMISSIONS:
             raise ValueError(f"permission must be one of {', '.join(PERMISSIONS)}, got {permission!r}")
         # Two attempts: a concurrent first grant to the same subject makes one insert collide on the
@@ -183,10 +193,10 @@ class AccessStore:
                 with self._write() as conn:
                     column, subject_id, name = _find_subject(conn, subject_kind, subject)
                     now = _utcnow()
-                    where = (grants.c.endpoint == endpoint, column == subject_id)
+                    where = (grants.c.resource_kind == resource_kind, grants.c.endpoint == endpoint, column == subject_id)
                     existing = conn.execute(select(grants.c.created_at).where(*where)).first()
                     if existing is None:
-                        values = {"endpoint": endpoint, column.name: subject_id, "permission": permission}
+                        values = {"resource_kind": resource_kind, "endpoint": endpoint, column.name: subject_id, "permission": permission}
                         conn.execute(insert(grants).values(**values, created_at=now))
                     else:
                         conn.execute(update(grants).where(*where).values(permission=permission))
@@ -198,6 +208,7 @@ class AccessStore:
                         subject_name=name,
                         permission=permission,
                         created_at=now,
+                        resource_kind=resource_kind,
                     )
             except IntegrityError:
                 if attempt == 2:
@@ -205,20 +216,31 @@ class AccessStore:
         raise AssertionError("unreachable")
 
     def revoke(
-        self, endpoint: str, subject_kind: SubjectKind, subject: str, permission: Permission | None = None
+        self,
+        endpoint: str,
+        subject_kind: SubjectKind,
+        subject: str,
+        permission: Permission | None = None,
+        resource_kind: ResourceKind = "endpoint",
     ) -> bool:
-        """Remove `subject`'s grant on `endpoint` (only if it is `permission`, when given). False if
-        there was none."""
+        """Remove `subject`'s grant on `endpoint` (a resource of `resource_kind`; only if it is
+        `permission`, when given). False if there was none."""
+        _check_kind(resource_kind)
         with self._write() as conn:
             column, subject_id, _ = _find_subject(conn, subject_kind, subject)
-            query = delete(grants).where(grants.c.endpoint == endpoint, column == subject_id)
+            query = delete(grants).where(
+                grants.c.resource_kind == resource_kind, grants.c.endpoint == endpoint, column == subject_id
+            )
             if permission is not None:
                 query = query.where(grants.c.permission == permission)
             return bool(conn.execute(query).rowcount)
 
-    def list_grants(self, endpoint: str | None = None) -> list[GrantInfo]:
+    def list_grants(self, endpoint: str | None = None, resource_kind: ResourceKind | None = None) -> list[GrantInfo]:
+        """Grants, of every resource or of those named `endpoint`, of every kind or of `resource_kind`."""
+        if resource_kind is not None:
+            _check_kind(resource_kind)
         with self._read() as conn:
-            return _grants(conn, endpoint)
+            return _grants(conn, endpoint, resource_kind)
 
     # -- the in-memory caches' source -----------------------------------------------------------------
 
@@ -231,11 +253,11 @@ class AccessStore:
             by_principal: defaultdict[int, list[str]] = defaultdict(list)
             for row in conn.execute(query):
                 by_principal[row.principal_id].append(row.name)
-            return AccessSnapshot(groups_by_principal=dict(by_principal), grants=_grants(conn, None))
+            return AccessSnapshot(groups_by_principal=dict(by_principal), grants=_grants(conn, None, None))
 
 
-def _grants(conn: Connection, endpoint: str | None) -> list[GrantInfo]:
-    common = (grants.c.endpoint, grants.c.permission, grants.c.created_at)
+def _grants(conn: Connection, endpoint: str | None, resource_kind: str | None) -> list[GrantInfo]:
+    common = (grants.c.resource_kind, grants.c.endpoint, grants.c.permission, grants.c.created_at)
     to_principals = select(
         *common,
         principals.c.kind.label("subject_kind"),
@@ -251,8 +273,11 @@ def _grants(conn: Connection, endpoint: str | None) -> list[GrantInfo]:
     if endpoint is not None:
         to_principals = to_principals.where(grants.c.endpoint == endpoint)
         to_groups = to_groups.where(grants.c.endpoint == endpoint)
+    if resource_kind is not None:
+        to_principals = to_principals.where(grants.c.resource_kind == resource_kind)
+        to_groups = to_groups.where(grants.c.resource_kind == resource_kind)
     both = union_all(to_principals, to_groups).subquery()
-    query = select(both).order_by(both.c.endpoint, both.c.subject_kind, both.c.subject_name)
+    query = select(both).order_by(both.c.resource_kind, both.c.endpoint, both.c.subject_kind, both.c.subject_name)
     return [
         GrantInfo(
             endpoint=row.endpoint,
@@ -261,6 +286,7 @@ def _grants(conn: Connection, endpoint: str | None) -> list[GrantInfo]:
             subject_name=row.subject_name,
             permission=row.permission,
             created_at=row.created_at,
+            resource_kind=row.resource_kind,
         )
         for row in conn.execute(query)
     ]
@@ -295,6 +321,11 @@ def _find_group_id(conn: Connection, name: str) -> int:
 def _check_not_builtin(group: str, what: str) -> None:
     if group == USERS_GROUP:
         raise StoreError(f"the built-in group {USERS_GROUP!r} holds every principal; it cannot be {what}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in RESOURCE_KINDS:
+        raise ValueError(f"grant resource kind must be one of {', '.join(RESOURCE_KINDS)}, got {kind!r}")
 
 
 def _check_name(name: str, what: str) -> None:

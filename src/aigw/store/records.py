@@ -16,6 +16,10 @@ PERMISSIONS: tuple[str, ...] = ("CAN_QUERY", "CAN_MANAGE")
 # Who a grant is for: a principal (by its kind) or a group.
 SubjectKind = Literal["user", "service_principal", "group"]
 SUBJECT_KINDS: frozenset[str] = frozenset({"user", "service_principal", "group"})
+# What a grant is on: an endpoint (query it), or a hosted tool of the agent API (use it): an MCP
+# connection or a Python function the configuration declares.
+ResourceKind = Literal["endpoint", "connection", "function"]
+RESOURCE_KINDS: tuple[str, ...] = ("endpoint", "connection", "function")
 # The built-in group every principal belongs to implicitly (it has no membership rows).
 USERS_GROUP = "users"
 
@@ -66,14 +70,16 @@ class GroupInfo(msgspec.Struct, frozen=True):
 
 
 class GrantInfo(msgspec.Struct, frozen=True):
-    """One subject's permission on one endpoint (endpoints live in the configuration: by name)."""
+    """One subject's permission on one resource (they live in the configuration: by name). For a
+    hosted tool, CAN_QUERY is the permission to use it (CAN_MANAGE implies it)."""
 
-    endpoint: str
+    endpoint: str  # the resource's name, whatever its kind
     subject_kind: SubjectKind
     subject_id: int  # the principal's id, or the group's
     subject_name: str
     permission: Permission
     created_at: datetime
+    resource_kind: ResourceKind = "endpoint"
 
 
 class AccessSnapshot(msgspec.Struct, frozen=True):

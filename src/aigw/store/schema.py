@@ -134,8 +134,11 @@ grants = Table(
     "grants",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    # Endpoints live in the YAML configuration, not here: a grant names one, and may name one that
-    # the configuration of some instance does not (yet) have.
+    # What the grant is on: an endpoint, an MCP connection or a Python function (see
+    # records.RESOURCE_KINDS; checked by the store, migration 0005). They live in the YAML
+    # configuration, not here: a grant names one (in `endpoint`, whatever its kind), and may name
+    # one that the configuration of some instance does not (yet) have.
+    Column("resource_kind", String(16), nullable=False, server_default="endpoint"),
     Column("endpoint", String(NAME_LENGTH), nullable=False),
     Column("principal_id", Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=True),
     Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), nullable=True),
@@ -143,10 +146,11 @@ grants = Table(
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint("permission IN ('CAN_QUERY', 'CAN_MANAGE')", name="permission"),
     CheckConstraint("(principal_id IS NULL) <> (group_id IS NULL)", name="one_subject"),
-    # One grant per (endpoint, subject): granting again changes its permission. Partial indexes,
+    # One grant per (resource, subject): granting again changes its permission. Partial indexes,
     # because a unique constraint over a nullable column treats every NULL as distinct.
     Index(
-        "uq_grants_endpoint_principal",
+        "uq_grants_resource_principal",
+        "resource_kind",
         "endpoint",
         "principal_id",
         unique=True,
@@ -154,7 +158,8 @@ grants = Table(
         postgresql_where=text("principal_id IS NOT NULL"),
     ),
     Index(
-        "uq_grants_endpoint_group",
+        "uq_grants_resource_group",
+        "resource_kind",
         "endpoint",
         "group_id",
         unique=True,

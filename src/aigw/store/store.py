@@ -84,6 +84,14 @@ class Store:
     def engine(self) -> Engine:
         return self._engine
 
+    def describe(self) -> str:
+        """Where the store is, for the start-up log: the SQLite file, or PostgreSQL's host and
+        database (never the password)."""
+        url = self._engine.url
+        if self.backend == "sqlite":
+            return f"SQLite {url.database or ':memory:'}"
+        return f"PostgreSQL {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
     @property
     def backend(self) -> str:
         """"sqlite" or "postgresql"."""

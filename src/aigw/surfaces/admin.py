@@ -1,11 +1,12 @@
-"""The operator's surface: Prometheus metrics at /metrics, and the recorded usage and payloads at
-/admin/v1 (admins only). Errors in OpenAI's shape, as for every path outside a vendor's prefix.
+"""The operator's surface: Prometheus metrics at /metrics, and the recorded usage and payloads and
+the grants at /admin/v1 (admins only). Errors in OpenAI's shape, as for every path outside a vendor's prefix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from aigw.admin.access_api import grants_response
 from aigw.admin.usage_api import payloads_response, usage_response
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import JSON_HEADERS, Request, Send, send_body
@@ -22,6 +23,7 @@ class AdminSurface(Surface):
         yield "GET", "/metrics", self.metrics
         yield "GET", "/admin/v1/usage", self.usage
         yield "GET", "/admin/v1/payloads", self.payloads
+        yield "GET", "/admin/v1/grants", self.grants
 
     def error_response(self, error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         return json_error(openai_chat.error_status(error), openai_chat.encode_error(error), error)
@@ -39,7 +41,11 @@ class AdminSurface(Surface):
         await self._require_admin(request)
         await send_body(send, 200, await payloads_response(self.gateway.store, request.query), JSON_HEADERS)
 
-    async def _require_admin(self, request: Request) -> None:
+    async def grants(self, request: Request, send: Send) -> None:
+        await self._require_admin(request, "Only admins may read grants.")
+        await send_body(send, 200, await grants_response(self.gateway.store, request.query), JSON_HEADERS)
+
+    async def _require_admin(self, request: Request, refusal: str = "Only admins may read usage and payloads.") -> None:
         principal = await self.authenticate(request)
         if not principal.is_admin:
-            raise GatewayError(ErrorKind.PERMISSION, "Only admins may read usage and payloads.")
+            raise GatewayError(ErrorKind.PERMISSION, refusal)

@@ -74,7 +74,11 @@ class AgentSurface(Surface):
         new_items = conversation.input_items(body["input"])
         conversation.check(history, new_items)
         config = runtime.config
-        toolbox = await open_toolbox(body.get("tools") or [], runtime.connections, runtime.functions, config.allow_inline_mcp)
+        permissions = self.gateway.permissions
+        toolbox = await open_toolbox(
+            body.get("tools") or [], runtime.connections, runtime.functions, runtime.inline_mcp,
+            lambda kind, name: permissions.can_use(principal, kind, name),
+        )  # fmt: skip
         response_id, created = new_id("resp_"), now()
         run = AgentRun(
             call=call, endpoint=endpoint, body=body, history=history, new_items=new_items, toolbox=toolbox,

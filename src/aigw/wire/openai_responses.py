@@ -609,6 +609,19 @@ def _dict(body: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def echoed_tools(tools: Any) -> list[Any]:
+    """The request's tools as a Response lists them: a function tool always has `description`,
+    `parameters` and `strict` (null where the client gave none), as the Open Responses schema says."""
+    if not isinstance(tools, list):
+        return []
+    return [
+        {**tool, "description": tool.get("description"), "parameters": tool.get("parameters"),
+         "strict": tool["strict"] if isinstance(tool.get("strict"), bool) else None}
+        if isinstance(tool, dict) and tool.get("type") == "function" else tool
+        for tool in tools
+    ]  # fmt: skip
+
+
 def build_response(
     body: dict[str, Any],
     *,
@@ -651,7 +664,7 @@ def build_response(
         "temperature": body.get("temperature", 1.0),
         "text": {"format": {"type": "text"}, "verbosity": "medium", **_dict(body, "text")},
         "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [],
+        "tools": echoed_tools(body.get("tools")),
         "top_logprobs": body.get("top_logprobs", 0),
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation", "disabled"),
@@ -771,15 +784,24 @@ def decode_usage(usage: Any) -> Usage | None:
     """A Responses `usage` object -> canonical (input tokens include cached ones in both)."""
     if not isinstance(usage, dict):
         return None
-    input_details = usage.get("input_tokens_details") or {}
-    output_details = usage.get("output_tokens_details") or {}
+    input_details = usage.get("input_tokens_details")
+    output_details = usage.get("output_tokens_details")
+    input_details = input_details if isinstance(input_details, dict) else {}
+    output_details = output_details if isinstance(output_details, dict) else {}
     return Usage(
-        input_tokens=usage.get("input_tokens") or 0,
-        output_tokens=usage.get("output_tokens") or 0,
-        cached_input_tokens=input_details.get("cached_tokens"),
-        cache_creation_input_tokens=input_details.get("cache_write_tokens"),
-        reasoning_tokens=output_details.get("reasoning_tokens"),
+        input_tokens=_token_count(usage.get("input_tokens")) or 0,
+        output_tokens=_token_count(usage.get("output_tokens")) or 0,
+        cached_input_tokens=_token_count(input_details.get("cached_tokens")),
+        cache_creation_input_tokens=_token_count(input_details.get("cache_write_tokens")),
+        reasoning_tokens=_token_count(output_details.get("reasoning_tokens")),
     )
+
+
+def _token_count(value: Any) -> int | None:
+    """A count an upstream reported, or None when it is not one (a string, a float, a boolean, a
+    negative number, more than a record's 32-bit column holds): usage feeds limits and records,
+    where such a value would crash them or corrupt them."""
+    return value if type(value) is int and 0 <= value < 2**31 else None
 
 
 def usage_from_event(data: bytes) -> Usage | None:

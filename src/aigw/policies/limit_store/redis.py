@@ -181,6 +181,13 @@ class RedisBuckets:
     def available(self) -> bool:
         return self._connection is not None and not self._connection.closed
 
+    async def ping(self) -> None:
+        """Raise RedisUnavailable unless Redis answers now (for readiness probes)."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            raise RedisUnavailable("not connected")
+        await connection.execute("PING")
+
     async def start(self) -> None:
         try:
             self._connection = await self._connect()
