@@ -337,3 +337,64 @@ def test_token_expiry_overflow_is_a_usage_error(gateway):
     result = gateway.cli("tokens", "create", "--name", "overflow", "--expires-in", "999999999w")
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr and "at most 5200w" in result.stderr
+
+
+# --- the checks themselves ----------------------------------------------------------------------
+
+
+def test_depth_limit_is_exact_and_ignores_brackets_in_strings():
+    from aigw.errors import GatewayError
+    from aigw.wire.schemas import check_depth
+
+    for levels, ok in ((127, True), (128, False)):
+        body = {"a": deep(levels)}  # the object is one level more
+        raw = json.dumps(body).encode()
+        if ok:
+            check_depth(body, raw)
+        else:
+            with pytest.raises(GatewayError):
+                check_depth(body, raw)
+    text = {"a": "[" * 500 + "{" * 500}
+    check_depth(text, json.dumps(text).encode())
+
+
+def test_schema_errors_speak_openai(http):
+    error = openai_error(http.post("/mlflow/v1/chat/completions", json={**CHAT, "n": 1000}), "n")
+    assert error["message"] == "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 1000 instead."
+    assert error["code"] == "integer_above_max_value"
+    error = openai_error(http.post("/mlflow/v1/chat/completions", json={"messages": CHAT["messages"]}), "model")
+    assert error["message"] == "Missing required parameter: 'model'." and error["code"] == "missing_required_parameter"
+    error = openai_error(http.post("/mlflow/v1/chat/completions", json={**CHAT, "stop": 5}), "stop")
+    assert error["message"] == "Invalid type for 'stop': expected a string or an array, but got an integer instead."
+
+
+VENDOR_FEATURES = [
+    ("openai.ChatCompletionRequest", {**CHAT, "tools": [{"type": "custom", "custom": {"name": "g"}}],
+                                      "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+                                      "prediction": {"type": "content", "content": "x"}, "verbosity": "low"}),
+    ("responses.ResponsesRequest", {"model": "m", "input": [
+        {"type": "computer_call_output", "call_id": "c", "output": {"type": "computer_screenshot", "image_url": "data:,"}},
+        {"type": "mcp_approval_response", "approval_request_id": "a", "approve": True},
+        {"type": "reasoning", "summary": [], "encrypted_content": "x", "content": [{"type": "reasoning_text", "text": "t"}]},
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}],
+        "tools": [{"type": "mcp", "server_label": "s", "require_approval": {"never": {"tool_names": ["x"]}}},
+                  {"type": "web_search"}], "conversation": {"id": "conv_1"}}),
+    ("anthropic.MessagesRequest", {**MESSAGES, "messages": [{"role": "user", "content": [
+        {"type": "search_result", "source": "https://example.com", "title": "t", "content": [{"type": "text", "text": "x"}]},
+        {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "x"}]}}]}],
+        "thinking": {"type": "adaptive"}, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]}),
+    ("gemini.GenerateContentRequest", {"contents": [{"role": "user", "parts": [{"text": "hi"}, {"executable_code": {"code": "1"}}]}],
+                                       "system_instruction": {"parts": [{"text": "x"}]},
+                                       "generation_config": {"max_output_tokens": 5, "response_modalities": ["TEXT"]},
+                                       "tools": [{"google_search": {}}, {"function_declarations": [{"name": "f", "parameters_json_schema": {"type": "object"}}]}]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("schema", "body"), VENDOR_FEATURES, ids=[v[0] for v in VENDOR_FEATURES])
+def test_vendor_features_pass_the_schemas(schema, body):
+    """Fields and item types the gateway does not read are the vendor's: never refused here."""
+    from aigw.wire import schemas
+
+    module, name = schema.split(".")
+    __import__(f"aigw.wire.schemas.{module}")
+    schemas.conform(body, getattr(getattr(schemas, module), name))

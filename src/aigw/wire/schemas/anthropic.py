@@ -29,7 +29,7 @@ class Block(Schema):
     tool_use_id: str | None = None
     content: str | list[Block] | dict[str, Any] | None = None
     is_error: bool | None = None
-    source: Source | None = None
+    source: Source | str | None = None  # a search_result block's source is its URL
     title: str | None = None
     thinking: str | None = None
     signature: str | None = None
