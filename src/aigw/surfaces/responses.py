@@ -17,6 +17,7 @@ from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import GatewayError, invalid
 from aigw.http.asgi import SSE_HEADERS, Request, Send
 from aigw.http.sse import SSEParser, sse_frame
+from aigw.offload import run_heavy
 from aigw.surfaces.chat_flow import EventRelay, serve_chat, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
 from aigw.wire import openai_chat, openai_responses
@@ -143,6 +144,6 @@ class ResponsesSurface(Surface):
         self.open_call(request, "openai_responses")
         await self.authenticate(request)
         body = await self.json_body(request, ResponsesRequest)
-        openai_responses.validate_request(body)
+        await run_heavy(openai_responses.validate_request, body)
         endpoint, call = await self.begin(request, body["model"], "chat")
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
