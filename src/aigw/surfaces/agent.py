@@ -143,14 +143,27 @@ class AgentSurface(Surface):
         runtime = self.gateway.agent
         queued = run.response(Output(), "queued")
         stored.response = queued
-        try:
-            await asyncio.to_thread(runtime.responses.create, stored)
-        except BaseException:
-            await toolbox.close()
-            raise
         call, request.call = run.call, None  # the run records itself when it ends
         call.streamed = False
-        runtime.start_background(stored.id, self._background(run, call, stored.id, toolbox))
+
+        async def store_then_run() -> None:
+            try:
+                await asyncio.to_thread(runtime.responses.create, stored)
+            except BaseException:
+                await toolbox.close()
+                raise
+            runtime.start_background(stored.id, self._background(run, call, stored.id, toolbox))
+
+        # Shielded: a client that leaves while the response is being stored must not leave it stored
+        # as "queued" with no run behind it (the insert in the thread completes regardless).
+        starting = asyncio.ensure_future(store_then_run())
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            request.call = call  # nothing started: the request is recorded as it ended
+            raise
         await send_body(send, 200, orjson.dumps(queued))
 
     async def _background(self, run: AgentRun, call: Call, id: str, toolbox: Toolbox) -> None:
