@@ -23,7 +23,7 @@ from aigw.offload import run_heavy
 from aigw.providers.base import Provider
 from aigw.routing import Endpoint, call_with_fallback
 from aigw.surfaces.chat_flow import in_client_terms
-from aigw.wire import openai_responses
+from aigw.wire import openai_responses, openai_responses_stream
 
 WIRE = openai_responses.WIRE
 Event = dict[str, Any]
@@ -103,7 +103,7 @@ async def _encoded_events(provider: Provider, body: dict[str, Any]) -> AsyncIter
     A provider's error is raised as it is, not rendered as `response.failed`: before the first event
     the router may fall back and the client gets the error's own status (429 with Retry-After, 400,
     504); after it, the loop's `error` event and failed response carry its code."""
-    encoder = openai_responses.StreamEncoder(body)
+    encoder = openai_responses_stream.StreamEncoder(body)
     parser = SSEParser()
     events: AsyncIterator[StreamEvent] = provider.stream_chat(await run_heavy(openai_responses.decode_request, body))
     try:
