@@ -41,7 +41,7 @@ from aigw.errors import ErrorKind, GatewayError
 from aigw.http.sse import SSEEvent, SSEParser
 from aigw.http.upstream import UpstreamLimits, UpstreamRequest
 from aigw.providers.gemini import GeminiProvider
-from aigw.wire import gemini
+from aigw.wire import gemini, gemini_embeddings, gemini_stream
 
 GOLDEN = Path(__file__).parent / "golden" / "gemini"
 UPDATE = os.environ.get("AIGW_UPDATE_GOLDEN") == "1"
@@ -62,7 +62,7 @@ def _builtins(value: Any) -> Any:
 
 
 def decode_stream(raw: bytes, pieces: Callable[[bytes], list[bytes]] = lambda b: [b]) -> list[StreamEvent]:
-    parser, decoder = SSEParser(), gemini.StreamDecoder()
+    parser, decoder = SSEParser(), gemini_stream.StreamDecoder()
     events: list[StreamEvent] = []
     for piece in pieces(raw):
         for sse in parser.feed(piece):
@@ -73,7 +73,7 @@ def decode_stream(raw: bytes, pieces: Callable[[bytes], list[bytes]] = lambda b:
 
 
 def encode_stream(events: list[StreamEvent], **options: Any) -> bytes:
-    encoder = gemini.StreamEncoder(**options)
+    encoder = gemini_stream.StreamEncoder(**options)
     return b"".join(encoder.encode(e) for e in events) + encoder.finish()
 
 
@@ -183,7 +183,7 @@ def test_stream_encoder_json_array_form() -> None:
 
 
 def test_stream_error_chunk_raises() -> None:
-    decoder = gemini.StreamDecoder()
+    decoder = gemini_stream.StreamDecoder()
     error = b'{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}'
     with pytest.raises(GatewayError) as raised:
         decoder.feed(SSEEvent(None, error))
@@ -192,7 +192,7 @@ def test_stream_error_chunk_raises() -> None:
 
 
 def test_stream_ignores_content_after_finish() -> None:
-    decoder = gemini.StreamDecoder()
+    decoder = gemini_stream.StreamDecoder()
     events = decoder.feed(SSEEvent(None, b'{"candidates":[{"content":{"parts":[{"text":"Hi"}]},"finishReason":"STOP"}]}'))
     events += decoder.feed(SSEEvent(None, b'{"candidates":[{"content":{"parts":[{"text":""}]},"finishReason":"STOP"}],'
                                           b'"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}'))
@@ -201,7 +201,7 @@ def test_stream_ignores_content_after_finish() -> None:
 
 
 def test_stream_without_finish_reason_still_finishes() -> None:
-    decoder = gemini.StreamDecoder(model="gemini-2.5-flash")
+    decoder = gemini_stream.StreamDecoder(model="gemini-2.5-flash")
     events = decoder.feed(SSEEvent(None, b'{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}]}'))
     events += decoder.finish()
     assert [type(e).__name__ for e in events] == ["StreamStart", "TextDelta", "Finish"]
@@ -344,32 +344,32 @@ def test_tool_message_for_unknown_call_is_a_400() -> None:
 
 def test_embeddings_request_and_response() -> None:
     request = EmbeddingsRequest(model="e", inputs=["a", "bb"], dimensions=256)
-    assert gemini.encode_embeddings_request(request, "gemini-embedding-001") == {
+    assert gemini_embeddings.encode_embeddings_request(request, "gemini-embedding-001") == {
         "requests": [
             {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "a"}]}, "outputDimensionality": 256},
             {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "bb"}]}, "outputDimensionality": 256},
         ]
     }
-    assert gemini.decode_embeddings_response({"embeddings": [{"values": [0.1]}, {"values": [0.2]}]}) == [[0.1], [0.2]]
-    assert gemini.decode_embeddings_response({"embedding": {"values": [0.3]}}) == [[0.3]]
+    assert gemini_embeddings.decode_embeddings_response({"embeddings": [{"values": [0.1]}, {"values": [0.2]}]}) == [[0.1], [0.2]]
+    assert gemini_embeddings.decode_embeddings_response({"embedding": {"values": [0.3]}}) == [[0.3]]
 
 
 def test_embeddings_surface_side() -> None:
-    single = gemini.decode_embed_content_request(
+    single = gemini_embeddings.decode_embed_content_request(
         {"content": {"parts": [{"text": "hello"}, {"text": "world"}]}, "taskType": "RETRIEVAL_QUERY", "output_dimensionality": 8}, "emb"
     )
     assert (single.inputs, single.dimensions, single.extra) == (["hello\nworld"], 8, {"taskType": "RETRIEVAL_QUERY"})
-    batch = gemini.decode_batch_embed_contents_request(
+    batch = gemini_embeddings.decode_batch_embed_contents_request(
         {"requests": [{"model": "models/x", "content": {"parts": [{"text": t}]}, "title": "doc"} for t in ("a", "b")]}, "emb"
     )
     assert (batch.inputs, batch.extra, batch.extra_wire) == (["a", "b"], {"title": "doc"}, "gemini")
-    body = gemini.encode_embeddings_request(batch, "text-embedding-004")
+    body = gemini_embeddings.encode_embeddings_request(batch, "text-embedding-004")
     assert body["requests"][1] == {"model": "models/text-embedding-004", "content": {"parts": [{"text": "b"}]}, "title": "doc"}
     response = EmbeddingsResponse(model="x", vectors=[[1.0], [2.0]])
-    assert gemini.encode_batch_embed_contents_response(response) == {"embeddings": [{"values": [1.0]}, {"values": [2.0]}]}
-    assert gemini.encode_embed_content_response(response) == {"embedding": {"values": [1.0]}}
+    assert gemini_embeddings.encode_batch_embed_contents_response(response) == {"embeddings": [{"values": [1.0]}, {"values": [2.0]}]}
+    assert gemini_embeddings.encode_embed_content_response(response) == {"embedding": {"values": [1.0]}}
     with pytest.raises(GatewayError) as raised:
-        gemini.decode_batch_embed_contents_request({"requests": [{"content": {"parts": [{"inlineData": {}}]}}]}, "e")
+        gemini_embeddings.decode_batch_embed_contents_request({"requests": [{"content": {"parts": [{"inlineData": {}}]}}]}, "e")
     assert raised.value.param == "requests[0].content.parts[0]"
 
 

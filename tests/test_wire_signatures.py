@@ -18,7 +18,7 @@ from google.genai import types as genai
 
 from aigw.canonical import ChatRequest, ChatResponse, Choice, Message, Reasoning, StreamEvent, TextPart, ToolCall
 from aigw.http.sse import SSEEvent, SSEParser
-from aigw.wire import anthropic, gemini, openai_responses
+from aigw.wire import anthropic, gemini, gemini_stream, openai_responses
 
 CLAUDE = "claude-sonnet-4-5"
 GEMINI_3 = "gemini-3-pro-preview"
@@ -142,7 +142,7 @@ def test_gemini_reasoning_through_an_anthropic_client_goes_back_to_gemini_only()
 def test_gemini_stream_through_an_anthropic_client_goes_back_to_gemini_only() -> None:
     anthropic_sdk = pytest.importorskip("anthropic")
     httpx = pytest.importorskip("httpx2")
-    events = _decode(gemini.StreamDecoder(), orjson.dumps(GEMINI_ANSWER))
+    events = _decode(gemini_stream.StreamDecoder(), orjson.dumps(GEMINI_ANSWER))
     encoder = anthropic.StreamEncoder("m")
     body = b"".join(encoder.encode(e) for e in events) + encoder.finish()
     sse = {"content-type": "text/event-stream"}
@@ -189,7 +189,7 @@ def test_anthropic_stream_through_a_gemini_client_goes_back_to_anthropic_only() 
         {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}},
         {"type": "message_stop"},
     )
-    encoder = gemini.StreamEncoder()
+    encoder = gemini_stream.StreamEncoder()
     events = _decode(anthropic.StreamDecoder(), sse, framed=True)
     stream = b"".join(encoder.encode(e) for e in events) + encoder.finish()
     frames = [orjson.loads(e.data) for e in SSEParser().feed(stream)]

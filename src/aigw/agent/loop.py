@@ -290,7 +290,7 @@ class AgentRun:
                 return await self._failed(output, error, persist)
             except (RunCancelled, asyncio.CancelledError):
                 raise
-            except Exception as exc:  # a defect: still end the response properly, and say so in the log
+            except Exception:  # a defect: still end the response properly, and say so in the log
                 log.exception("agent response %s failed", self.id)
                 error = GatewayError(ErrorKind.INTERNAL, "Internal gateway error.")
                 return await self._failed(output, error, persist)

@@ -15,7 +15,7 @@ from aigw.config import DestinationConfig
 from aigw.errors import GatewayError
 from aigw.http.upstream import UpstreamClient, UpstreamRequest
 from aigw.providers.base import HttpProvider, StreamDecoder, with_client_headers
-from aigw.wire import gemini
+from aigw.wire import gemini, gemini_embeddings, gemini_stream
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 API_VERSIONS = ("/v1beta", "/v1", "/v1alpha")
@@ -60,13 +60,13 @@ class GeminiProvider(HttpProvider):
     def parse_chat(self, body: bytes) -> ChatResponse:
         data = orjson.loads(body)
         if "error" in data:  # a 200 that carries an error
-            raise gemini.stream_error(data["error"])
+            raise gemini_stream.stream_error(data["error"])
         response = gemini.decode_response(data)
         response.model = response.model or self.destination.model
         return response
 
     def stream_decoder(self) -> StreamDecoder:
-        return gemini.StreamDecoder(model=self.destination.model)
+        return gemini_stream.StreamDecoder(model=self.destination.model)
 
     def forward_request(
         self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
@@ -89,10 +89,10 @@ class GeminiProvider(HttpProvider):
     # --- embeddings --------------------------------------------------------------------------------
 
     def embeddings_request(self, request: EmbeddingsRequest) -> UpstreamRequest:
-        return self._request("batchEmbedContents", gemini.encode_embeddings_request(request, self.destination.model))
+        return self._request("batchEmbedContents", gemini_embeddings.encode_embeddings_request(request, self.destination.model))
 
     def parse_embeddings(self, body: bytes, request: EmbeddingsRequest) -> EmbeddingsResponse:
-        vectors = gemini.decode_embeddings_response(orjson.loads(body))
+        vectors = gemini_embeddings.decode_embeddings_response(orjson.loads(body))
         if len(vectors) != len(request.inputs):
             raise ValueError(f"{len(vectors)} embeddings for {len(request.inputs)} inputs")
         # Gemini reports no usage for embeddings: estimate it.

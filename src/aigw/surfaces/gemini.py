@@ -22,7 +22,7 @@ from aigw.policies.auth import Principal
 from aigw.providers.base import Provider
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, StreamRelay, checked_answer, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
-from aigw.wire import gemini
+from aigw.wire import gemini, gemini_embeddings, gemini_stream
 from aigw.wire.schemas import gemini as schemas
 
 VERSIONS = ("/gemini/v1beta", "/gemini/v1")
@@ -49,8 +49,8 @@ class GeminiChatCodec:
     def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes:
         return orjson.dumps(gemini.encode_response(response))
 
-    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> gemini.StreamEncoder:
-        return gemini.StreamEncoder(json_array=self.json_array)
+    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> gemini_stream.StreamEncoder:
+        return gemini_stream.StreamEncoder(json_array=self.json_array)
 
     def stream_relay(self, body: dict[str, Any], max_event_bytes: int) -> StreamRelay:
         # The provider always asks its upstream for alt=sse.
@@ -62,7 +62,7 @@ class GeminiChatCodec:
         return usage_of_json(data, gemini.usage_in, gemini.decode_usage)
 
     def stitcher(self, body: dict[str, Any], limit: int) -> DecodingStitcher:
-        decoder = gemini.StreamDecoder(model=self.model)
+        decoder = gemini_stream.StreamDecoder(model=self.model)
         return DecodingStitcher(decoder, lambda response: self.encode_response(response, body), limit)
 
 
@@ -161,11 +161,11 @@ class GeminiSurface(Surface):
     async def _embed(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         endpoint, call = await self.begin(request, name, "embeddings")
         if method == "embedContent":
-            canonical = gemini.decode_embed_content_request(body, name)
-            encode = gemini.encode_embed_content_response
+            canonical = gemini_embeddings.decode_embed_content_request(body, name)
+            encode = gemini_embeddings.encode_embed_content_response
         else:
-            canonical = gemini.decode_batch_embed_contents_request(body, name)
-            encode = gemini.encode_batch_embed_contents_response
+            canonical = gemini_embeddings.decode_batch_embed_contents_request(body, name)
+            encode = gemini_embeddings.encode_batch_embed_contents_response
 
         async def attempt(provider: Provider) -> tuple[bytes, Usage | None]:
             response = await provider.embed(canonical)

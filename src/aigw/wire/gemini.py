@@ -37,32 +37,22 @@ from aigw.canonical import (
     ChatRequest,
     ChatResponse,
     Choice,
-    EmbeddingsRequest,
-    EmbeddingsResponse,
     FilePart,
-    Finish,
     FinishReason,
     ImagePart,
     Message,
     Part,
     Reasoning,
-    ReasoningDelta,
     ResponseFormat,
-    StreamEvent,
-    StreamStart,
-    TextDelta,
     TextPart,
     Tool,
     ToolCall,
-    ToolCallDelta,
     ToolChoice,
     Usage,
-    UsageEvent,
     open_signature,
     signature_for_client,
 )
 from aigw.errors import ErrorKind, GatewayError, invalid
-from aigw.http.sse import SSEEvent
 
 WIRE = "gemini"
 SKIP_SIGNATURE = "skip_thought_signature_validator"  # Google's sentinel for calls without a signature
@@ -138,13 +128,13 @@ def _snake(name: str) -> str:
     return re.sub(r"([A-Z])", r"_\1", name).lower()
 
 
-def _get(obj: dict[str, Any], name: str) -> Any:
+def get_field(obj: dict[str, Any], name: str) -> Any:
     """A request field by its camelCase name, or the snake_case spelling Google also accepts."""
     value = obj.get(name)
     return obj.get(_snake(name)) if value is None else value
 
 
-def _rest(obj: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+def rest_of(obj: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     """The fields of `obj` not in `known` (either spelling): kept as `extra` for same-wire providers."""
     names = set(known) | {_snake(k) for k in known}
     return {k: v for k, v in obj.items() if k not in names}
@@ -158,7 +148,7 @@ def _type_name(types: tuple[type, ...]) -> str:
 
 def _check_types(obj: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str) -> None:
     for field, types in fields.items():
-        value = _get(obj, field)
+        value = get_field(obj, field)
         if value is None:
             continue
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
@@ -170,7 +160,7 @@ def validate_request(body: Any) -> None:
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     _check_types(body, FIELD_TYPES, "")
-    contents = _get(body, "contents")
+    contents = get_field(body, "contents")
     if not contents:
         raise invalid("Missing required parameter: 'contents' (a non-empty array).", "contents")
     for i, content in enumerate(contents):
@@ -182,7 +172,7 @@ def validate_request(body: Any) -> None:
             raise invalid(f"Invalid value for '{where}.role': expected user or model.", f"{where}.role")
         if not isinstance(content.get("parts"), list):
             raise invalid(f"Missing required parameter: '{where}.parts' (an array).", f"{where}.parts")
-    generation = _get(body, "generationConfig")
+    generation = get_field(body, "generationConfig")
     if generation:
         _check_types(generation, GENERATION_FIELD_TYPES, "generationConfig.")
 
@@ -205,39 +195,39 @@ def decode_request(body: Any, model: str, stream: bool = False) -> ChatRequest:
     """A client's generateContent body -> ChatRequest. `model` comes from the URL."""
     validate_request(body)
     messages: list[Message] = []
-    system = _get(body, "systemInstruction")
+    system = get_field(body, "systemInstruction")
     if system is not None:
         parts = system.get("parts")
         if not isinstance(parts, list):
             raise invalid("Missing required parameter: 'systemInstruction.parts'.", "systemInstruction.parts")
         messages.append(Message(role="system", content=_decode_input_parts(parts, "systemInstruction.parts")))
-    messages.extend(_decode_contents(_get(body, "contents")))
-    extra = _rest(body, ("contents", "systemInstruction", "tools", "toolConfig", "generationConfig"))
-    tools, other_tools = _decode_tools(_get(body, "tools") or [])
+    messages.extend(_decode_contents(get_field(body, "contents")))
+    extra = rest_of(body, ("contents", "systemInstruction", "tools", "toolConfig", "generationConfig"))
+    tools, other_tools = _decode_tools(get_field(body, "tools") or [])
     if other_tools:
         extra["tools"] = other_tools
-    tool_choice, tool_config_rest = _decode_tool_config(_get(body, "toolConfig"))
+    tool_choice, tool_config_rest = _decode_tool_config(get_field(body, "toolConfig"))
     if tool_config_rest:
         extra["toolConfig"] = tool_config_rest
-    generation = _get(body, "generationConfig") or {}
-    generation_rest = _rest(generation, _CANONICAL_GENERATION)
+    generation = get_field(body, "generationConfig") or {}
+    generation_rest = rest_of(generation, _CANONICAL_GENERATION)
     response_format = _decode_response_format(generation, generation_rest)
     if generation_rest:
         extra["generationConfig"] = generation_rest
-    stop = _get(generation, "stopSequences")
+    stop = get_field(generation, "stopSequences")
     return ChatRequest(
         model=model,
         messages=messages,
         tools=tools,
         tool_choice=tool_choice,
         response_format=response_format,
-        temperature=_get(generation, "temperature"),
-        top_p=_get(generation, "topP"),
-        max_tokens=_get(generation, "maxOutputTokens"),
+        temperature=get_field(generation, "temperature"),
+        top_p=get_field(generation, "topP"),
+        max_tokens=get_field(generation, "maxOutputTokens"),
         stop=list(stop or []),
-        n=_get(generation, "candidateCount"),
-        seed=_get(generation, "seed"),
-        reasoning_effort=_decode_thinking(_get(generation, "thinkingConfig")),
+        n=get_field(generation, "candidateCount"),
+        seed=get_field(generation, "seed"),
+        reasoning_effort=_decode_thinking(get_field(generation, "thinkingConfig")),
         stream=stream,
         include_usage=True,  # Gemini always reports usage
         extra=extra,
@@ -267,8 +257,8 @@ def _decode_model_turn(parts: list[Any], i: int, pending: list[tuple[str, str]])
         at = f"contents[{i}].parts[{j}]"
         if not isinstance(part, dict):
             raise invalid(f"Invalid type for '{at}': expected an object.", at)
-        signer, signature = thought_signature_from_client(_get(part, "thoughtSignature"))
-        call = _get(part, "functionCall")
+        signer, signature = thought_signature_from_client(get_field(part, "thoughtSignature"))
+        call = get_field(part, "functionCall")
         if call is not None:
             if not isinstance(call, dict) or not isinstance(call.get("name"), str):
                 raise invalid(f"Missing required parameter: '{at}.functionCall.name'.", f"{at}.functionCall.name")
@@ -332,7 +322,7 @@ def _decode_user_turn(parts: list[Any], i: int, pending: list[tuple[str, str]]) 
     content: list[Part] = []
     for j, part in enumerate(parts):
         at = f"contents[{i}].parts[{j}]"
-        response = _get(part, "functionResponse") if isinstance(part, dict) else None
+        response = get_field(part, "functionResponse") if isinstance(part, dict) else None
         if response is None:
             decoded = _decode_part(part, at)
             if decoded is not None:
@@ -373,18 +363,18 @@ def _decode_part(part: Any, at: str) -> Part | None:
         raise invalid(f"Invalid type for '{at}': expected an object.", at)
     if isinstance(part.get("text"), str):
         return TextPart(text=part["text"])
-    inline = _get(part, "inlineData")
+    inline = get_field(part, "inlineData")
     if isinstance(inline, dict):
-        media_type, data = _get(inline, "mimeType") or "application/octet-stream", inline.get("data") or ""
+        media_type, data = get_field(inline, "mimeType") or "application/octet-stream", inline.get("data") or ""
         if media_type.startswith("image/"):
             return ImagePart(url=f"data:{media_type};base64,{data}")
-        return FilePart(media_type=media_type, data=data, filename=_get(inline, "displayName"))
-    file = _get(part, "fileData")
-    if isinstance(file, dict) and isinstance(_get(file, "fileUri"), str):
-        media_type, uri = _get(file, "mimeType"), _get(file, "fileUri")
+        return FilePart(media_type=media_type, data=data, filename=get_field(inline, "displayName"))
+    file = get_field(part, "fileData")
+    if isinstance(file, dict) and isinstance(get_field(file, "fileUri"), str):
+        media_type, uri = get_field(file, "mimeType"), get_field(file, "fileUri")
         if media_type and media_type.startswith("image/"):
             return ImagePart(url=uri)
-        return FilePart(media_type=media_type, url=uri, filename=_get(file, "displayName"))
+        return FilePart(media_type=media_type, url=uri, filename=get_field(file, "displayName"))
     if set(part) <= {"thoughtSignature", "thought_signature", "thought"}:
         return None
     kinds = ", ".join(sorted(part))
@@ -398,8 +388,8 @@ def _decode_tools(tools: list[Any]) -> tuple[list[Tool], list[dict[str, Any]]]:
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise invalid(f"Invalid type for 'tools[{i}]': expected an object.", f"tools[{i}]")
-        declarations = _get(tool, "functionDeclarations")
-        rest = _rest(tool, ("functionDeclarations",))
+        declarations = get_field(tool, "functionDeclarations")
+        rest = rest_of(tool, ("functionDeclarations",))
         if rest:
             others.append(rest)
         if declarations is None:
@@ -408,7 +398,7 @@ def _decode_tools(tools: list[Any]) -> tuple[list[Tool], list[dict[str, Any]]]:
             at = f"tools[{i}].functionDeclarations[{j}]"
             if not isinstance(declaration, dict) or not isinstance(declaration.get("name"), str):
                 raise invalid(f"Missing required parameter: '{at}.name'.", f"{at}.name")
-            parameters = _get(declaration, "parametersJsonSchema")
+            parameters = get_field(declaration, "parametersJsonSchema")
             if parameters is None and isinstance(declaration.get("parameters"), dict):
                 parameters = _schema_from_gemini(declaration["parameters"])
             out.append(Tool(name=declaration["name"], description=declaration.get("description"), parameters=parameters))
@@ -444,13 +434,13 @@ def _schema_from_gemini(schema: Any) -> Any:
 def _decode_tool_config(config: Any) -> tuple[ToolChoice | None, dict[str, Any]]:
     if not config:
         return None, {}
-    rest = _rest(config, ("functionCallingConfig",))
-    calling = _get(config, "functionCallingConfig")
+    rest = rest_of(config, ("functionCallingConfig",))
+    calling = get_field(config, "functionCallingConfig")
     if not isinstance(calling, dict):
         return None, config
     mode = calling.get("mode")
-    names = _get(calling, "allowedFunctionNames") or []
-    calling_rest = _rest(calling, ("mode", "allowedFunctionNames"))
+    names = get_field(calling, "allowedFunctionNames") or []
+    calling_rest = rest_of(calling, ("mode", "allowedFunctionNames"))
     choice: ToolChoice | None = None
     if mode == "ANY" and len(names) == 1:
         choice = ToolChoice(mode="tool", name=names[0])
@@ -466,9 +456,9 @@ def _decode_tool_config(config: Any) -> tuple[ToolChoice | None, dict[str, Any]]
 
 
 def _decode_response_format(generation: dict[str, Any], rest: dict[str, Any]) -> ResponseFormat | None:
-    mime = _get(generation, "responseMimeType")
-    json_schema = _get(generation, "responseJsonSchema")
-    schema = _get(generation, "responseSchema")
+    mime = get_field(generation, "responseMimeType")
+    json_schema = get_field(generation, "responseJsonSchema")
+    schema = get_field(generation, "responseSchema")
     if mime == "application/json":
         if json_schema is not None:
             return ResponseFormat(type="json_schema", schema=json_schema if isinstance(json_schema, dict) else {})
@@ -485,10 +475,10 @@ def _decode_response_format(generation: dict[str, Any], rest: dict[str, Any]) ->
 def _decode_thinking(config: Any) -> str | None:
     if not isinstance(config, dict):
         return None
-    level = _get(config, "thinkingLevel")
+    level = get_field(config, "thinkingLevel")
     if isinstance(level, str):
         return level.lower()
-    return "none" if _get(config, "thinkingBudget") == 0 else None
+    return "none" if get_field(config, "thinkingBudget") == 0 else None
 
 
 # --- requests: canonical -> Gemini -----------------------------------------------------------------
@@ -536,7 +526,7 @@ def generate_request_of_count(body: Any) -> Any:
     """A client's countTokens body -> the generateContent body it counts: either its
     `generateContentRequest` or the bare `contents` form."""
     if isinstance(body, dict):
-        inner = _get(body, "generateContentRequest")
+        inner = get_field(body, "generateContentRequest")
         if isinstance(inner, dict):
             return {k: v for k, v in inner.items() if k != "model"}
     return body
@@ -581,10 +571,10 @@ def _encode_assistant_parts(message: Message, needs_signature: bool) -> list[dic
     """An assistant turn as model parts, as Gemini answers: signed thoughts, content, calls. Only
     Gemini's own signatures go; another vendor's reasoning is left out (Gemini reads nothing from
     unsigned thought text)."""
-    parts = [_thought_part(r.text, r.signature) for r in message.reasoning if r.signer == WIRE and r.signature]
+    parts = [thought_part(r.text, r.signature) for r in message.reasoning if r.signer == WIRE and r.signature]
     parts += [_encode_part(p) for p in message.content if not _empty(p)]
     signatures = [c.signature if c.signer == WIRE else None for c in message.tool_calls]
-    calls = [_function_call_part(c.id, c.name, c.arguments, s) for c, s in zip(message.tool_calls, signatures)]
+    calls = [function_call_part(c.id, c.name, c.arguments, s) for c, s in zip(message.tool_calls, signatures)]
     if calls and needs_signature and not any(signatures):
         calls[0]["thoughtSignature"] = SKIP_SIGNATURE
     return parts + calls
@@ -679,7 +669,7 @@ def _encode_generation(request: ChatRequest, model: str, extra: dict[str, Any]) 
         if response_format.type == "json_schema" and response_format.schema is not None:
             out["responseJsonSchema"] = _json_schema(response_format.schema)
     effort, version = request.reasoning_effort, _version(model)
-    if effort and _get(extra.get("generationConfig") or {}, "thinkingConfig") is None:
+    if effort and get_field(extra.get("generationConfig") or {}, "thinkingConfig") is None:
         thinking = _thinking(effort, model, version)
         if thinking:
             out["thinkingConfig"] = thinking
@@ -748,16 +738,16 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _signer(signature: str | None) -> str | None:
+def signer_of(signature: str | None) -> str | None:
     return WIRE if signature is not None else None
 
 
-def _call_id(response_id: str, serial: int) -> str:
+def make_call_id(response_id: str, serial: int) -> str:
     """An id for a call Gemini sent without one: unique across a conversation, since the response's is."""
     return f"call_{re.sub(r'[^A-Za-z0-9_-]', '', response_id)}_{serial}"
 
 
-def _response_parts(parts: Any) -> list[tuple[str, Any]]:
+def response_parts(parts: Any) -> list[tuple[str, Any]]:
     """A candidate's parts as (kind, value): "call" (name, args JSON, id, signature), "thought"
     (text, signature), "signature" (alone), "text", "part" (an image or file)."""
     out: list[tuple[str, Any]] = []
@@ -789,15 +779,15 @@ def decode_response(data: dict[str, Any]) -> ChatResponse:
         content: list[Part] = []
         calls: list[ToolCall] = []
         reasoning: list[Reasoning] = []
-        for kind, value in _response_parts((candidate.get("content") or {}).get("parts")):
+        for kind, value in response_parts((candidate.get("content") or {}).get("parts")):
             if kind == "call":
                 name, arguments, call_id, signature = value
                 if not call_id:
-                    call_id, serial = _call_id(response_id, serial), serial + 1
-                signer = _signer(signature)
+                    call_id, serial = make_call_id(response_id, serial), serial + 1
+                signer = signer_of(signature)
                 calls.append(ToolCall(id=call_id, name=name, arguments=arguments, signature=signature, signer=signer))
             elif kind == "thought":
-                reasoning.append(Reasoning(text=value[0], signature=value[1], signer=_signer(value[1])))
+                reasoning.append(Reasoning(text=value[0], signature=value[1], signer=signer_of(value[1])))
             elif kind == "signature":
                 if reasoning and reasoning[-1].signature is None:
                     reasoning[-1].signature, reasoning[-1].signer = value, WIRE
@@ -819,14 +809,14 @@ def decode_response(data: dict[str, Any]) -> ChatResponse:
     )
 
 
-def _function_call_part(call_id: str | None, name: str, arguments: str, signature: str | None) -> dict[str, Any]:
+def function_call_part(call_id: str | None, name: str, arguments: str, signature: str | None) -> dict[str, Any]:
     function: dict[str, Any] = {"name": name, "args": _parse_args(arguments)}
     if call_id:
         function["id"] = call_id
     return {"functionCall": function} | ({"thoughtSignature": signature} if signature else {})
 
 
-def _thought_part(text: str, signature: str | None) -> dict[str, Any]:
+def thought_part(text: str, signature: str | None) -> dict[str, Any]:
     return {"text": text, "thought": True} | ({"thoughtSignature": signature} if signature else {})
 
 
@@ -835,10 +825,10 @@ def encode_response(response: ChatResponse, model: str | None = None) -> dict[st
     for choice in response.choices:
         message = choice.message
         signed = [(r.text, thought_signature_for_client(r.signer, r.signature)) for r in message.reasoning]
-        parts = [_thought_part(text, signature) for text, signature in signed if text or signature]
+        parts = [thought_part(text, signature) for text, signature in signed if text or signature]
         parts += [_encode_part(p) for p in message.content if not _empty(p)]
         parts += [
-            _function_call_part(c.id, c.name, c.arguments, thought_signature_for_client(c.signer, c.signature))
+            function_call_part(c.id, c.name, c.arguments, thought_signature_for_client(c.signer, c.signature))
             for c in message.tool_calls
         ]
         candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}} if parts else {}
@@ -852,265 +842,6 @@ def encode_response(response: ChatResponse, model: str | None = None) -> dict[st
     body["modelVersion"] = model or response.model
     body["responseId"] = response.id
     return body
-
-
-# --- streams ---------------------------------------------------------------------------------------
-
-
-def stream_error(error: Any) -> GatewayError:
-    """An `error` object inside a stream (or a 200 body) -> GatewayError."""
-    message = error.get("message") if isinstance(error, dict) else str(error)
-    code = error.get("code") if isinstance(error, dict) else None
-    text = f"The upstream reported an error: {message}"
-    if code == 429:
-        return GatewayError(ErrorKind.RATE_LIMIT, text, retryable=True)
-    if code == 503:
-        return GatewayError(ErrorKind.OVERLOADED, text, status=502, retryable=True)
-    return GatewayError(ErrorKind.UPSTREAM_ERROR, text, retryable=isinstance(code, int) and code >= 500)
-
-
-class StreamDecoder:
-    """Gemini `alt=sse` chunks (each a whole GenerateContentResponse) -> canonical stream events.
-    Function calls arrive whole, so each becomes one ToolCallDelta. Every chunk may carry usage;
-    the last values seen go out once, at the end."""
-
-    def __init__(self, model: str = "") -> None:
-        self._model = model  # when chunks carry no modelVersion
-        self._id = ""
-        self._started = False
-        self._calls: dict[int, int] = {}  # choice index -> calls seen
-        self._open: set[int] = set()  # choices started and not finished
-        self._finished: set[int] = set()
-        self._usage: dict[str, Any] = {}
-
-    def feed(self, event: SSEEvent) -> list[StreamEvent]:
-        if not event.data.strip():
-            return []
-        chunk = orjson.loads(event.data)
-        if "error" in chunk:
-            raise stream_error(chunk["error"])
-        events: list[StreamEvent] = []
-        if not self._started:
-            self._started = True
-            self._id = chunk.get("responseId") or new_id()
-            model = chunk.get("modelVersion") or self._model
-            events.append(StreamStart(id=self._id, model=model, created=int(time.time())))
-        for candidate in chunk.get("candidates") or ():
-            index = candidate.get("index", 0)
-            if index in self._finished:
-                continue  # one Finish per choice: nothing may follow it
-            self._open.add(index)
-            for kind, value in _response_parts((candidate.get("content") or {}).get("parts")):
-                if kind != "part":  # images and files have no canonical stream delta
-                    events.append(self._event(kind, value, index))
-            reason = candidate.get("finishReason")
-            if reason:
-                events.append(Finish(reason=decode_finish(reason, index in self._calls) or "stop", index=index))
-                self._open.discard(index)
-                self._finished.add(index)
-        if not chunk.get("candidates") and (chunk.get("promptFeedback") or {}).get("blockReason"):
-            if 0 not in self._finished:
-                self._finished.add(0)
-                events.append(Finish(reason="content_filter"))
-        if isinstance(chunk.get("usageMetadata"), dict):
-            self._usage.update(chunk["usageMetadata"])
-        return events
-
-    def _event(self, kind: str, value: Any, index: int) -> StreamEvent:
-        if kind == "call":
-            name, arguments, call_id, signature = value
-            tool_index = self._calls.get(index, 0)
-            self._calls[index] = tool_index + 1
-            call_id = call_id or _call_id(self._id, sum(self._calls.values()) - 1)
-            return ToolCallDelta(
-                tool_index=tool_index, id=call_id, name=name, arguments=arguments, signature=signature,
-                signer=_signer(signature), index=index,
-            )  # fmt: skip
-        if kind == "thought":
-            return ReasoningDelta(text=value[0], signature=value[1], signer=_signer(value[1]), index=index)
-        if kind == "signature":
-            return ReasoningDelta(signature=value, signer=WIRE, index=index)
-        return TextDelta(text=value, index=index)
-
-    def finish(self) -> list[StreamEvent]:
-        events: list[StreamEvent] = [
-            Finish(reason="tool_calls" if i in self._calls else "stop", index=i) for i in sorted(self._open)
-        ]
-        self._open.clear()
-        usage = decode_usage(self._usage) if self._usage else None
-        if usage is not None:
-            events.append(UsageEvent(usage=usage))
-        return events
-
-
-class StreamEncoder:
-    """Canonical stream events -> Gemini stream frames: `data: <json>\\r\\n\\r\\n` as Google frames
-    SSE, or with `json_array=True` the plain streamGenerateContent form (`[`, `,`-separated, `]`).
-
-    Tool calls are buffered until complete (Gemini sends each whole); finish reasons and usage are
-    held back so the last frame carries them, as Gemini's does."""
-
-    def __init__(self, model: str | None = None, *, json_array: bool = False) -> None:
-        self._model_override = model
-        self._model = model or ""
-        self._id = ""
-        self._json_array = json_array
-        self._frames = 0
-        self._calls: dict[int, dict[int, dict[str, Any]]] = {}  # choice -> tool index -> call so far
-        self._finished: dict[int, FinishReason] = {}
-        self._usage: Usage | None = None
-
-    def encode(self, event: StreamEvent) -> bytes:
-        if isinstance(event, StreamStart):
-            self._id, self._model = event.id, self._model_override or event.model
-            return b""
-        if isinstance(event, UsageEvent):
-            self._usage = event.usage
-            return b""
-        if isinstance(event, Finish):
-            self._finished[event.index] = event.reason
-            return b""
-        if isinstance(event, ToolCallDelta):
-            calls = self._calls.setdefault(event.index, {})
-            out = self._flush(event.index, keep=event.tool_index)
-            call = calls.setdefault(event.tool_index, {"id": None, "name": "", "arguments": [], "signature": None})
-            call["id"] = event.id or call["id"]
-            call["name"] = event.name or call["name"]
-            call["signature"] = thought_signature_for_client(event.signer, event.signature) or call["signature"]
-            call["arguments"].append(event.arguments)
-            return out
-        if isinstance(event, TextDelta):
-            part: dict[str, Any] = {"text": event.text}
-        elif isinstance(event, ReasoningDelta):
-            signature = thought_signature_for_client(event.signer, event.signature)
-            if not event.text and not signature:
-                return b""
-            part = _thought_part(event.text, signature)
-        else:
-            return b""
-        return self._flush(event.index) + self._frame([self._candidate(event.index, [part])])
-
-    def _flush(self, index: int, keep: int | None = None) -> bytes:
-        """Frames for the buffered calls of choice `index`, except the one still growing (`keep`)."""
-        parts = self._call_parts(index, keep)
-        return self._frame([self._candidate(index, parts)]) if parts else b""
-
-    def _call_parts(self, index: int, keep: int | None = None) -> list[dict[str, Any]]:
-        calls = self._calls.get(index) or {}
-        done = [tool_index for tool_index in sorted(calls) if tool_index != keep]
-        parts = []
-        for tool_index in done:
-            call = calls.pop(tool_index)
-            parts.append(_function_call_part(call["id"], call["name"], "".join(call["arguments"]), call["signature"]))
-        return parts
-
-    def _candidate(self, index: int, parts: list[dict[str, Any]], finish: str | None = None) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
-        if finish:
-            candidate["finishReason"] = finish
-        candidate["index"] = index
-        return candidate
-
-    def _frame(self, candidates: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
-        body: dict[str, Any] = {"candidates": candidates}
-        if usage is not None:
-            body["usageMetadata"] = encode_usage(usage)
-        body["modelVersion"] = self._model
-        body["responseId"] = self._id
-        data = orjson.dumps(body)
-        self._frames += 1
-        if not self._json_array:
-            return b"data: " + data + b"\r\n\r\n"
-        return (b"[" if self._frames == 1 else b"\n,\r\n") + data
-
-    def finish(self) -> bytes:
-        candidates = []
-        for index in sorted(set(self._finished) | {i for i, calls in self._calls.items() if calls}):
-            parts = self._call_parts(index) or [{"text": ""}]
-            reason = FINISH_REASONS_OUT[self._finished.get(index, "stop")]
-            candidates.append(self._candidate(index, parts, reason))
-        out = self._frame(candidates or [self._candidate(0, [{"text": ""}], "STOP")], self._usage or Usage())
-        return out + b"\n]" if self._json_array else out
-
-    def error(self, error: GatewayError) -> bytes:
-        """Google ends a failing stream with one more element that holds only the error."""
-        data = orjson.dumps(encode_error(error))
-        if not self._json_array:
-            return b"data: " + data + b"\r\n\r\n"
-        return (b"[" if self._frames == 0 else b"\n,\r\n") + data + b"\n]"
-
-
-# --- embeddings ------------------------------------------------------------------------------------
-
-
-def encode_embeddings_request(request: EmbeddingsRequest, model: str) -> dict[str, Any]:
-    """EmbeddingsRequest -> a batchEmbedContents body (one request per input)."""
-    extra = request.extra if request.extra_wire == WIRE else {}
-    name = model_path(model)
-    requests = []
-    for text in request.inputs:
-        item: dict[str, Any] = {"model": name, "content": {"parts": [{"text": text}]}, **extra}
-        if request.dimensions is not None:
-            item["outputDimensionality"] = request.dimensions
-        requests.append(item)
-    return {"requests": requests}
-
-
-def decode_embeddings_response(data: dict[str, Any]) -> list[list[float]]:
-    """batchEmbedContents (`embeddings`) or embedContent (`embedding`) response -> vectors."""
-    if isinstance(data.get("embeddings"), list):
-        return [e["values"] for e in data["embeddings"]]
-    if isinstance(data.get("embedding"), dict):
-        return [data["embedding"]["values"]]
-    raise ValueError("the response holds no embeddings")
-
-
-def _embed_item(item: Any, where: str) -> tuple[str, int | None, dict[str, Any]]:
-    if not isinstance(item, dict):
-        raise invalid(f"Invalid type for '{where or 'body'}': expected an object.", where or None)
-    prefix = f"{where}." if where else ""
-    content = item.get("content")
-    if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
-        raise invalid(f"Missing required parameter: '{prefix}content.parts'.", f"{prefix}content.parts")
-    texts = []
-    for j, part in enumerate(content["parts"]):
-        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
-            at = f"{prefix}content.parts[{j}]"
-            raise invalid(f"Only text parts can be embedded through this endpoint ('{at}').", at)
-        texts.append(part["text"])
-    dimensions = _get(item, "outputDimensionality")
-    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-        at = f"{prefix}outputDimensionality"
-        raise invalid(f"Invalid type for '{at}': expected an integer.", at)
-    return "\n".join(texts), dimensions, _rest(item, ("content", "outputDimensionality", "model"))
-
-
-def decode_embed_content_request(body: Any, model: str) -> EmbeddingsRequest:
-    """A client's embedContent body -> EmbeddingsRequest (taskType, title, ... kept as extra)."""
-    text, dimensions, extra = _embed_item(body, "")
-    return EmbeddingsRequest(model=model, inputs=[text], dimensions=dimensions, extra=extra, extra_wire=WIRE)
-
-
-def decode_batch_embed_contents_request(body: Any, model: str) -> EmbeddingsRequest:
-    """A client's batchEmbedContents body -> EmbeddingsRequest. The requests must share their options."""
-    requests = _get(body, "requests") if isinstance(body, dict) else None
-    if not isinstance(requests, list) or not requests:
-        raise invalid("Missing required parameter: 'requests' (a non-empty array).", "requests")
-    items = [_embed_item(r, f"requests[{i}]") for i, r in enumerate(requests)]
-    for i, (_, dimensions, extra) in enumerate(items):
-        if dimensions != items[0][1] or extra != items[0][2]:
-            raise invalid(f"'requests[{i}]' must use the same options as 'requests[0]'.", f"requests[{i}]")
-    return EmbeddingsRequest(
-        model=model, inputs=[text for text, _, _ in items], dimensions=items[0][1], extra=items[0][2], extra_wire=WIRE
-    )
-
-
-def encode_embed_content_response(response: EmbeddingsResponse) -> dict[str, Any]:
-    return {"embedding": {"values": response.vectors[0] if response.vectors else []}}
-
-
-def encode_batch_embed_contents_response(response: EmbeddingsResponse) -> dict[str, Any]:
-    return {"embeddings": [{"values": vector} for vector in response.vectors]}
 
 
 # --- errors ----------------------------------------------------------------------------------------

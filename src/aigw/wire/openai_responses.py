@@ -75,7 +75,7 @@ from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.wire.openai_chat import encode_error, error_status
 
 __all__ = [
-    "PARAM_NAMES", "WIRE", "StreamEncoder", "decode_request", "decode_usage", "encode_error", "encode_response",
+    "PARAM_NAMES", "WIRE", "decode_request", "decode_usage", "encode_error", "encode_response",
     "encode_usage", "error_event_fields", "error_status", "failure", "failure_code", "usage_from_event", "validate_request",
 ]  # fmt: skip
 

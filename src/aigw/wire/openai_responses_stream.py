@@ -3,13 +3,12 @@ order OpenAI sends. The request side and whole Response objects are in aigw.wire
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
 from aigw.canonical import (
-    Finish, FinishReason, ReasoningDelta, StreamEvent, StreamStart, TextDelta, Tool, ToolCallDelta, Usage, UsageEvent,
+    Finish, FinishReason, ReasoningDelta, StreamEvent, StreamStart, TextDelta, ToolCallDelta, Usage, UsageEvent,
 )  # fmt: skip
 from aigw.errors import GatewayError
 from aigw.http.sse import sse_frame
