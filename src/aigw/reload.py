@@ -69,3 +69,8 @@ def unshared_limits(settings: Settings, workers: int) -> str | None:
         f"count them on their own, letting up to {workers} times each limit through: set redis_url "
         "(shared counters) or serve with one worker"
     )
+
+
+def one_line(error: Exception) -> str:
+    """A configuration error on one log line (YAML parser messages span several)."""
+    return " ".join(str(error).split())

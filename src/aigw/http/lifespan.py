@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aigw.http.types import ASGI_VERSION, ASGIApp
@@ -75,19 +76,40 @@ class Lifespan:
 
 
 class StopSignals:
-    """SIGTERM or SIGINT starts a graceful shutdown; a second one hurries it (no more waiting)."""
+    """SIGTERM or SIGINT starts a graceful shutdown; a second one hurries it (no more waiting).
+    SIGHUP calls `reload` (the app's, see `serve`), one at a time; without one it is ignored
+    (its default action would end the process)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, reload: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.loop = loop
         self.stop = asyncio.Event()
         self.hurry = asyncio.Event()
+        self._reload = reload
+        self._reloading: asyncio.Task | None = None
         self._installed: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler in ((signal.SIGTERM, self._received), (signal.SIGINT, self._received), (signal.SIGHUP, self._hangup)):
             try:
-                loop.add_signal_handler(sig, self._received)
+                loop.add_signal_handler(sig, handler)
                 self._installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
                 pass
+
+    def _hangup(self) -> None:
+        if self._reload is None:
+            log.warning("SIGHUP ignored: this application cannot reload its configuration")
+        elif self.stop.is_set():
+            log.warning("SIGHUP ignored: shutting down")
+        else:
+            previous = self._reloading
+            self._reloading = self.loop.create_task(self._reload_after(previous), name="aigw-reload")
+
+    async def _reload_after(self, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self._reload()  # type: ignore[misc]
+        except Exception:
+            log.exception("configuration reload failed; the running configuration stays")
 
     def _received(self) -> None:
         if self.stop.is_set():

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -860,12 +861,15 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve `app` until `stop` is set (or, without one, until SIGTERM or SIGINT), then shut down
     gracefully. Runs the lifespan start-up before listening: raises StartupFailed if it fails, and
     OSError if the address cannot be bound. Sets `ready` and calls `on_listening` once listening
     (not before: a bind error must not follow a "listening" line). `max_connections`
-    defaults to what the open-file limit leaves room for (see aigw.http.process)."""
+    defaults to what the open-file limit leaves room for (see aigw.http.process). With `sock`, a
+    listening socket bound by the caller (aigw.http.workers), `host` and `port` are not used.
+    SIGHUP awaits the app's `reload()` coroutine method, if it has one (aigw.app.Gateway does)."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app)
     await lifespan.startup()
@@ -883,12 +887,15 @@ async def serve(
         lifespan_state=lifespan.state,
     )
     try:
-        listener = await loop.create_server(lambda: _Connection(state), host, port, ssl=ssl_context, backlog=2048)
+        if sock is not None:
+            listener = await loop.create_server(lambda: _Connection(state), sock=sock, ssl=ssl_context, backlog=2048)
+        else:
+            listener = await loop.create_server(lambda: _Connection(state), host, port, ssl=ssl_context, backlog=2048)
     except BaseException:
         await lifespan.shutdown()
         raise
     state.start_sweep()
-    signals = StopSignals(loop) if stop is None else None
+    signals = StopSignals(loop, getattr(app, "reload", None)) if stop is None else None
     if signals is not None:
         stop = signals.stop
     if ready is not None:
