@@ -17,8 +17,6 @@ from aigw.logs import LEVELS
 from aigw.reload import ReloadSource, unshared_limits
 
 if TYPE_CHECKING:
-    import socket
-
     from aigw.http.workers import WorkerStart
 
 
@@ -115,12 +113,12 @@ def serve(
     if workers == 1:
         http_server.run(Gateway(settings, store, reload_from=reload_from), host, port, on_listening=listening, **limits)
         return
-    from aigw.http.workers import WorkerStart, bind_socket, supervise
+    from aigw.http.workers import WorkerStart, bind_sockets, supervise
     from aigw.reload import effective, one_line
 
-    store.close()  # each worker opens its own; nothing but the socket crosses the fork
+    store.close()  # each worker opens its own; nothing but the sockets cross the fork
     try:
-        sock = bind_socket(host, port)
+        sockets = bind_sockets(host, port, workers)
     except OSError as exc:
         logging.getLogger("aigw").error("cannot listen on %s:%d: %s", host, port, exc)
         sys.exit(1)
@@ -137,16 +135,16 @@ def serve(
         return True
 
     def serve_worker(start: WorkerStart) -> None:
-        _serve_worker(start, current[0], reload_from, sock, host, port, limits)
+        _serve_worker(start, current[0], reload_from, host, port, limits)
 
-    sys.exit(supervise(workers, sock, serve_worker, reload))
+    sys.exit(supervise(sockets, serve_worker, reload))
 
 
 def _serve_worker(
-    start: WorkerStart, settings: Settings, reload_from: ReloadSource, sock: socket.socket, host: str, port: int, limits: dict[str, Any],
+    start: WorkerStart, settings: Settings, reload_from: ReloadSource, host: str, port: int, limits: dict[str, Any],
 ) -> None:  # fmt: skip
     """One worker process of `serve --workers N` (see aigw.http.workers): its own store connection,
-    record writer and event loop, on the socket the supervisor bound."""
+    record writer and event loop, on the socket the supervisor bound for it."""
     import asyncio
 
     from aigw.app import Gateway
@@ -159,7 +157,7 @@ def _serve_worker(
         if start.hangup():  # a SIGHUP came while this worker was starting
             pending.append(asyncio.get_running_loop().create_task(gateway.reload()))
 
-    http_server.run(gateway, host, port, sock=sock, on_listening=listening, **limits)
+    http_server.run(gateway, host, port, sock=start.sock, on_listening=listening, **limits)
 
 
 def _register_admin_commands() -> None:

@@ -1,17 +1,19 @@
-"""Several worker processes on one port: a small supervisor that binds the socket and forks workers.
+"""Several worker processes on one port: a small supervisor that binds the sockets and forks workers.
 
-Why one socket bound by the parent and inherited by every worker, rather than each worker binding
-its own with SO_REUSEPORT:
-- the port is bound once, before any worker starts: a bind error is one message and exit status 1,
-  and "listening" is logged once, by the parent, when the port really is bound;
-- connections wait in one accept queue that any live worker takes from. With SO_REUSEPORT the kernel
-  hashes each new connection to one worker's own queue, and the connections waiting in the queue of
-  a worker that dies are reset;
-- the port stays held while a worker restarts, and no other process (of the same user) can join the
-  group and take a share of the traffic, which SO_REUSEPORT allows.
-The price is balance: workers race to accept from the shared queue, so a busy worker may take more
-than its share. Under load each worker accepts in turn as its loop comes round; the benchmark figures
-are in the README ("Several processes").
+How the port is shared: the parent binds one listening socket per worker, all on the same address
+with SO_REUSEPORT, before any worker starts, and worker i serves socket i. Why:
+- balance: the kernel spreads new connections over the sockets by a hash of their addresses. With one
+  socket shared by all workers, they race to accept, and one that wakes first takes every waiting
+  connection (uvloop accepts until the queue is empty): measured here, 16 connections opened at once
+  all went to one of two workers, and keep-alive clients (benchmarks, SDK connection pools) then stay
+  on it, so the second core sat idle;
+- the port is bound once, by the parent: a bind error is one message and exit status 1, and
+  "listening" is logged once, when the port really is bound;
+- the parent keeps every socket open, so a worker that dies loses nothing: connections in its queue
+  wait there until its successor accepts them (at once after a steady run, else after the back-off
+  below). Had each worker bound its own SO_REUSEPORT socket, its queue would be reset when it died.
+The price: while a worker is down, the share of new connections hashed to it waits. And SO_REUSEPORT
+lets another process of the same user join the group; the gateway runs as its own user.
 
 Workers are forked (the parent has loaded the settings and the code, and holds no threads, event
 loop or database connection at that point), each in a process group of its own so a terminal's
@@ -57,6 +59,7 @@ class WorkerStart:
     it before its server could handle one itself (it then reloads once listening)."""
 
     index: int
+    sock: socket.socket  # the listening socket to serve
     hangup: Callable[[], bool]
 
 
@@ -70,31 +73,37 @@ class _Slot:
     restart_at: float | None = None
 
 
-def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening socket the workers share (raises OSError if the address cannot be bound)."""
+def bind_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
+    """`count` listening sockets on one address, one per worker (raises OSError if the address
+    cannot be bound)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.setblocking(False)
     except BaseException:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return sock
+    return sockets
 
 
 def supervise(
-    workers: int, sock: socket.socket, serve_worker: Callable[[WorkerStart], None], reload: Callable[[], bool] | None = None
+    sockets: list[socket.socket], serve_worker: Callable[[WorkerStart], None], reload: Callable[[], bool] | None = None
 ) -> int:
-    """Run `serve_worker` in `workers` forked processes until SIGTERM/SIGINT; the exit status.
+    """Run `serve_worker` in one forked process per socket until SIGTERM/SIGINT; the exit status.
     On SIGHUP, `reload()` (in the parent) checks the configuration and keeps it for the workers it
     starts from then on: only if it returns true is the signal forwarded to the running workers."""
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    slots = [_Slot(i) for i in range(workers)]
+    slots = [_Slot(i) for i in range(len(sockets))]
     for slot in slots:
-        _spawn(slot, sock, serve_worker)
+        _spawn(slot, sockets, serve_worker)
     stopping = False
     status = 0
     while True:
@@ -109,7 +118,7 @@ def supervise(
                 log.error("worker %d could not start; stopping", slot.index)
                 slot.pid = None
                 stopping, status = True, STARTUP_FAILED
-                sock.close()
+                _close(sockets)
                 _forward(slots, signal.SIGTERM)
                 continue
             _schedule_restart(slot, code)
@@ -119,7 +128,7 @@ def supervise(
         now = time.monotonic()
         for slot in slots:
             if not stopping and slot.pid is None and slot.restart_at is not None and slot.restart_at <= now:
-                _spawn(slot, sock, serve_worker)
+                _spawn(slot, sockets, serve_worker)
         waits = [s.restart_at - now for s in slots if s.pid is None and s.restart_at is not None and not stopping]
         info = signal.sigtimedwait(_SIGNALS, max(0.0, min(waits)) if waits else 60.0)
         if info is None or info.si_signo == signal.SIGCHLD:
@@ -132,11 +141,11 @@ def supervise(
         if not stopping:
             log.info("%s: stopping %d worker(s)", signal.Signals(info.si_signo).name, sum(s.pid is not None for s in slots))
             stopping = True
-            sock.close()  # the port is released once the workers' copies close too
+            _close(sockets)  # the port is released once the workers' copies close too
         _forward(slots, info.si_signo)
 
 
-def _spawn(slot: _Slot, sock: socket.socket, serve_worker: Callable[[WorkerStart], None]) -> None:
+def _spawn(slot: _Slot, sockets: list[socket.socket], serve_worker: Callable[[WorkerStart], None]) -> None:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker
@@ -149,7 +158,10 @@ def _spawn(slot: _Slot, sock: socket.socket, serve_worker: Callable[[WorkerStart
             hangups: list[int] = []
             signal.signal(signal.SIGHUP, lambda signo, frame: hangups.append(signo))
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
-            serve_worker(WorkerStart(slot.index, lambda: bool(hangups)))
+            for i, other in enumerate(sockets):
+                if i != slot.index:
+                    other.close()  # the parent keeps them; this worker serves its own
+            serve_worker(WorkerStart(slot.index, sockets[slot.index], lambda: bool(hangups)))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -196,6 +208,11 @@ def _schedule_restart(slot: _Slot, code: int) -> None:
     delay = 0.0 if slot.failures == 0 else min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (slot.failures - 1))
     slot.restart_at = time.monotonic() + delay
     log.warning("worker %d (pid %s) exited with status %d after %.1f s; restarting it in %.1f s", slot.index, slot.pid, code, ran, delay)
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 def _forward(slots: list[_Slot], signo: int) -> None:
