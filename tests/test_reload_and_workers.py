@@ -223,6 +223,8 @@ def test_a_killed_worker_is_restarted_and_sigterm_ends_them_all(fake_upstream):
             gateway.process.send_signal(signal.SIGTERM)
             assert in_flight.result(timeout=30).status_code == 200
         assert gateway.process.wait(timeout=20) == 0
+        # Both workers wrote to the one SQLite file: every request is recorded, none twice.
+        assert len(gateway.usage_records()) == 11
         deadline = time.monotonic() + 5
         while any(_state(pid) not in ("gone", "Z") for pid in now):
             assert time.monotonic() < deadline, "a worker outlived the supervisor"

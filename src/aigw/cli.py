@@ -128,10 +128,14 @@ def serve(
 
     def reload() -> bool:
         try:
-            current[0], _ = effective(current[0], reload_from.load())
+            settings, _ = effective(current[0], reload_from.load())
         except ConfigError as exc:
             logging.getLogger("aigw").error("reload refused: configuration error: %s; the running configuration stays", one_line(exc))
             return False
+        if problem := unshared_limits(settings, workers):
+            logging.getLogger("aigw").error("reload refused: %s; the running configuration stays", problem)
+            return False
+        current[0] = settings
         return True
 
     def serve_worker(start: WorkerStart) -> None:

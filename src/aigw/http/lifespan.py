@@ -75,8 +75,15 @@ class Lifespan:
             self._stopped.set()
 
 
+# A stop signal this soon after the first is the same request reaching the process twice (a
+# terminal's Ctrl-C or systemd's stop reach every process of the group, and aigw.http.workers'
+# supervisor forwards it too), not an operator asking to hurry.
+SAME_SIGNAL_SECONDS = 1.0
+
+
 class StopSignals:
-    """SIGTERM or SIGINT starts a graceful shutdown; a second one hurries it (no more waiting).
+    """SIGTERM or SIGINT starts a graceful shutdown; a second one (a second or more later) hurries
+    it (no more waiting).
     SIGHUP calls `reload` (the app's, see `serve`), one at a time; without one it is ignored
     (its default action would end the process)."""
 
@@ -85,6 +92,7 @@ class StopSignals:
         self.stop = asyncio.Event()
         self.hurry = asyncio.Event()
         self._reload = reload
+        self._stopped_at = 0.0
         self._reloading: asyncio.Task | None = None
         self._installed: list[int] = []
         for sig, handler in ((signal.SIGTERM, self._received), (signal.SIGINT, self._received), (signal.SIGHUP, self._hangup)):
@@ -112,9 +120,13 @@ class StopSignals:
             log.exception("configuration reload failed; the running configuration stays")
 
     def _received(self) -> None:
+        now = self.loop.time()
         if self.stop.is_set():
+            if now - self._stopped_at < SAME_SIGNAL_SECONDS:
+                return  # one request delivered twice: to the process group and forwarded by a supervisor
             log.warning("second signal: shutting down without waiting for requests in flight")
             self.hurry.set()
+        self._stopped_at = now
         self.stop.set()
 
     def remove(self) -> None:

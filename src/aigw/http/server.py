@@ -30,9 +30,9 @@ This module keeps what a gateway needs:
   answered 503 where it can be), optional TLS.
 
 What it does not do: HTTP/2 (a client opening with its preface gets HTTP/2's own "use HTTP/1.1"
-refusal, aigw.http.http2), WebSockets or other upgrades (an `Upgrade` header is ignored), several
-worker processes, access logs, proxy headers. Run several instances behind a balancer to
-use more cores.
+refusal, aigw.http.http2), WebSockets or other upgrades (an `Upgrade` header is ignored), access
+logs, proxy headers. Several processes on one port: aigw.http.workers runs one `serve` per worker
+on sockets it binds; SIGHUP calls the app's `reload()`.
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ The price: while a worker is down, the share of new connections hashed to it wai
 lets another process of the same user join the group; the gateway runs as its own user.
 
 Workers are forked (the parent has loaded the settings and the code, and holds no threads, event
-loop or database connection at that point), each in a process group of its own so a terminal's
-Ctrl-C reaches the parent alone, which forwards it once. The parent waits for signals with
-`sigtimedwait`, with no handler and no polling loop:
+loop or database connection at that point) and stay in the parent's process group, so tools that
+watch or stop a group (a benchmark's CPU count, `kill -- -PGID`) see them all. A stop that reaches
+a worker twice (a terminal's Ctrl-C or systemd's stop reach every process, and the parent forwards
+it too) counts once (aigw.http.lifespan). The parent waits for signals with `sigtimedwait`, with no
+handler and no polling loop:
 - SIGTERM / SIGINT: forwarded to every worker (each drains its requests, see aigw.http.server), then
   the parent waits for them and exits; a second one is forwarded too and hurries them;
 - SIGHUP: the parent reads the configuration file; if it is valid, it keeps it for the workers it
@@ -151,7 +153,6 @@ def _spawn(slot: _Slot, sockets: list[socket.socket], serve_worker: Callable[[Wo
     if pid == 0:  # the worker
         code = 1
         try:
-            os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent only; it forwards it once
             _die_with_parent(parent)
             # A SIGHUP before the server handles its own (its default action ends the process) is
             # noted, and the worker reloads once it listens.
