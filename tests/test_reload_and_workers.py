@@ -257,10 +257,42 @@ def test_reload_with_workers_under_traffic(fake_upstream):
         (gateway.data_dir / "aigw.yaml").write_text("endpoints: [")
         _hangup_and_wait(gateway, "reload refused")
         time.sleep(0.5)
-        assert gateway.log().count("reload refused") == 1
+        assert gateway.log().count("reload refused") == 1  # by the supervisor: the workers are not bothered
+        # Limits without Redis cannot be counted across workers: refused too.
+        _rewrite(gateway, _config(fake, {"steady": "steady", "added": "added"}, {"added": 5}))
+        _hangup_and_wait(gateway, "reload refused: rate limits are configured")
         # A worker started after that (the killed one's successor) runs the last good configuration too.
         os.kill(min(_children(gateway.process.pid)), signal.SIGKILL)
         time.sleep(2.0)
         assert [_chat(gateway, "added").status_code for _ in range(12)] == [200] * 12
+        assert "exited with status 137" in gateway.log()
     finally:
         cleanup(gateway)
+
+
+def test_a_stop_signal_delivered_twice_at_once_still_drains(fake_upstream):
+    """A process group's stop (Ctrl-C, systemd) reaches a worker and its supervisor, which forwards
+    it: the worker must not take the second copy for an operator hurrying the shutdown."""
+    gateway = start_gateway(_config(fake_upstream.url, {"slow": "slow-1500"}))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(_chat, gateway, "slow")
+            time.sleep(0.5)
+            gateway.process.send_signal(signal.SIGINT)
+            time.sleep(0.1)
+            gateway.process.send_signal(signal.SIGTERM)
+            assert in_flight.result(timeout=30).status_code == 200
+        assert gateway.process.wait(timeout=20) == 0
+    finally:
+        cleanup(gateway)
+
+
+def test_config_check_refuses_workers_with_in_process_limits(tmp_path, fake_upstream):
+    config = tmp_path / "aigw.yaml"
+    config.write_text(_config(fake_upstream.url, {"limited": "m"}, {"limited": 5}, server={"workers": 3}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_")}
+    result = subprocess.run([AIGW, "config", "check", str(config)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "server.workers: rate limits are configured" in result.stderr and "3 times" in result.stderr
+    ok = subprocess.run([AIGW, "config", "check", str(config)], env=env | {"AIGW_REDIS_URL": REDIS_URL}, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr

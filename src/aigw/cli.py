@@ -68,7 +68,7 @@ def serve(
     config: Path | None, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None,
     log_level: str | None, log_format: str | None, access_log: bool | None, workers: int | None,
 ) -> None:  # fmt: skip
-    """Start the gateway."""
+    """Start the gateway. SIGHUP reloads the configuration file; SIGTERM or SIGINT stops it."""
     from aigw import logs
     from aigw.app import Gateway
     from aigw.http import server as http_server
@@ -213,6 +213,9 @@ def config_check(file: Path) -> None:
     from aigw.http.tls import TLSError, server_tls_context
 
     settings = _load(file)
+    if problem := unshared_limits(settings, settings.server.workers):
+        click.echo(f"aigw: configuration error: {file}: server.workers: {problem}", err=True)
+        sys.exit(2)
     if settings.server.tls_cert and settings.server.tls_key:
         try:
             server_tls_context(settings.server.tls_cert, settings.server.tls_key)
