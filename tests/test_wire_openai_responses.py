@@ -36,6 +36,7 @@ from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.sse import SSEParser
 from tests.goldens import Goldens
 from aigw.wire import openai_responses as wire
+from aigw.wire import openai_responses_stream as wire_stream
 
 openai = pytest.importorskip("openai")
 from openai.types.responses import Response, ResponseStreamEvent  # noqa: E402
@@ -52,8 +53,9 @@ golden_json, golden_bytes, load = _goldens.json, _goldens.bytes, _goldens.load
 @pytest.fixture
 def fixed_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     counter = iter(range(1, 1000))
-    monkeypatch.setattr(wire, "new_id", lambda prefix: f"{prefix}gen{next(counter)}")
-    monkeypatch.setattr(wire, "now", lambda: NOW)
+    for module in (wire, wire_stream):
+        monkeypatch.setattr(module, "new_id", lambda prefix: f"{prefix}gen{next(counter)}")
+        monkeypatch.setattr(module, "now", lambda: NOW)
 
 
 def frames(data: bytes) -> list[tuple[str | None, dict[str, Any]]]:
@@ -61,7 +63,7 @@ def frames(data: bytes) -> list[tuple[str | None, dict[str, Any]]]:
 
 
 def encode_stream(body: dict[str, Any], events: list[StreamEvent], **options: Any) -> bytes:
-    encoder = wire.StreamEncoder(body, **options)
+    encoder = wire_stream.StreamEncoder(body, **options)
     return b"".join(encoder.encode(e) for e in events) + encoder.finish()
 
 
@@ -487,7 +489,7 @@ def test_stream_accumulated_by_the_openai_sdk() -> None:
 
 
 def test_stream_error_event_then_failed(fixed_ids: None) -> None:
-    encoder = wire.StreamEncoder({"model": "m", "input": "x"})
+    encoder = wire_stream.StreamEncoder({"model": "m", "input": "x"})
     out = encoder.encode(StreamStart(id="chatcmpl-1", model="up", created=1))
     out += encoder.encode(TextDelta(text="partial"))
     out += encoder.encode(ReasoningDelta(text="never closed"))
@@ -501,13 +503,13 @@ def test_stream_error_event_then_failed(fixed_ids: None) -> None:
     assert [i["type"] for i in failed["response"]["output"]] == ["message"]  # the finished item only
     assert failed["response"]["usage"] is not None and typed[-1].type == "response.failed"
     # Before anything started, the stream still opens properly first; other kinds are server errors.
-    early = wire.StreamEncoder({"model": "m", "input": "x"}, done_marker=True).error(invalid("Blocked by a guardrail.", "input"))
+    early = wire_stream.StreamEncoder({"model": "m", "input": "x"}, done_marker=True).error(invalid("Blocked by a guardrail.", "input"))
     parsed = [data for _, data in frames(early)]
     assert [p["type"] for p in parsed] == ["response.created", "response.in_progress", "error", "response.failed"]
     assert (parsed[2]["code"], parsed[2]["param"]) == ("invalid_request_error", "input")
     assert parsed[3]["response"]["error"]["code"] == "invalid_prompt"
     assert early.endswith(b"data: [DONE]\n\n")
-    upstream = wire.StreamEncoder({"model": "m", "input": "x"}).error(GatewayError(ErrorKind.UPSTREAM_ERROR, "boom"))
+    upstream = wire_stream.StreamEncoder({"model": "m", "input": "x"}).error(GatewayError(ErrorKind.UPSTREAM_ERROR, "boom"))
     failed = frames(upstream)[-1][1]
     assert failed["response"]["error"]["code"] == "server_error"
     STREAM_EVENT.validate_python(failed)
@@ -572,5 +574,5 @@ def test_only_choice_zero_and_empty_response(fixed_ids: None) -> None:
         ],
     )  # fmt: skip
     assert Response.model_validate(wire.encode_response(two, {"model": "m", "input": "x"})).output_text == "first"
-    encoder = wire.StreamEncoder({"model": "m", "input": "x"})
+    encoder = wire_stream.StreamEncoder({"model": "m", "input": "x"})
     assert encoder.encode(ToolCallDelta(tool_index=0, id="c", name="f", index=1)) == b""

@@ -25,6 +25,7 @@ from aigw.canonical import Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, EventStream
 from aigw.http.sse import sse_frame
+from aigw.offload import run_heavy
 from aigw.routing import Endpoint
 from aigw.wire import openai_responses
 from aigw.wire.openai_responses import build_response, decode_usage, new_id
@@ -329,7 +330,7 @@ class AgentRun:
                 raise RunCancelled
             turn += 1
             with self.tracing.span("aigw.agent.turn", attributes={"aigw.turn": turn, "aigw.endpoint": self.endpoint.name}) as span:
-                result = await output.turn(self.call, self.endpoint, self._turn_body(output, turn), self.toolbox)
+                result = await output.turn(self.call, self.endpoint, await run_heavy(self._turn_body, output, turn), self.toolbox)
                 self.usage = add_usage(self.usage, result.usage)
                 self.model = result.model or self.model
                 if result.usage is not None:

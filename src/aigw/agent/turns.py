@@ -19,10 +19,11 @@ from aigw.canonical import StreamEvent
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.sse import SSEParser
 from aigw.http.upstream import UpstreamResponse
+from aigw.offload import run_heavy
 from aigw.providers.base import Provider
 from aigw.routing import Endpoint, call_with_fallback
 from aigw.surfaces.chat_flow import in_client_terms
-from aigw.wire import openai_responses
+from aigw.wire import openai_responses, openai_responses_stream
 
 WIRE = openai_responses.WIRE
 Event = dict[str, Any]
@@ -37,9 +38,10 @@ async def whole_turn(call: Call, endpoint: Endpoint, body: dict[str, Any]) -> di
         try:
             if WIRE in provider.chat_wires:
                 upstream = await provider.forward(WIRE, body, False, None)
-                return model_output.response_object(await upstream.read(), provider.label)
-            response = await provider.chat(openai_responses.decode_request(body))
-            return openai_responses.encode_response(response, body)
+                data = await upstream.read()
+                return await run_heavy(model_output.response_object, data, provider.label, size=len(data))
+            response = await provider.chat(await run_heavy(openai_responses.decode_request, body))
+            return await run_heavy(openai_responses.encode_response, response, body)
         except GatewayError as error:
             raise in_client_terms(error, openai_responses.PARAM_NAMES) from None
         finally:
@@ -101,9 +103,9 @@ async def _encoded_events(provider: Provider, body: dict[str, Any]) -> AsyncIter
     A provider's error is raised as it is, not rendered as `response.failed`: before the first event
     the router may fall back and the client gets the error's own status (429 with Retry-After, 400,
     504); after it, the loop's `error` event and failed response carry its code."""
-    encoder = openai_responses.StreamEncoder(body)
+    encoder = openai_responses_stream.StreamEncoder(body)
     parser = SSEParser()
-    events: AsyncIterator[StreamEvent] = provider.stream_chat(openai_responses.decode_request(body))
+    events: AsyncIterator[StreamEvent] = provider.stream_chat(await run_heavy(openai_responses.decode_request, body))
     try:
         async for event in events:
             for sse in parser.feed(encoder.encode(event)):

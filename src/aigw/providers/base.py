@@ -22,6 +22,7 @@ from aigw.config import DestinationConfig
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.sse import SSEEvent, SSEParser
 from aigw.http.upstream import UpstreamClient, UpstreamLimits, UpstreamRequest, UpstreamResponse
+from aigw.offload import run_heavy
 
 
 T = TypeVar("T")
@@ -158,10 +159,10 @@ class HttpProvider(Provider):
     # --- the interface, in terms of the hooks -------------------------------------------------------
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        return await self._exchange(self.chat_request(request, stream=False), self.parse_chat)
+        return await self._exchange(await run_heavy(self.chat_request, request, False), self.parse_chat)
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        response = await self._send(self.chat_request(request, stream=True))
+        response = await self._send(await run_heavy(self.chat_request, request, True))
         async for event in self.decode_stream(response):
             yield event
 
@@ -187,7 +188,7 @@ class HttpProvider(Provider):
     async def forward(
         self, wire: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None
     ) -> UpstreamResponse:
-        response = await self._send(self.forward_request(wire, body, stream, headers))
+        response = await self._send(await run_heavy(self.forward_request, wire, body, stream, headers))
         if stream and not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
             # Relayed as it is, anything else would reach the client as a stream without events.
             response.close()
@@ -220,7 +221,7 @@ class HttpProvider(Provider):
         response = await self._send(request)
         body = await response.read()
         try:
-            return parse(body)
+            return await run_heavy(parse, body, size=len(body))
         except GatewayError:
             raise
         except Exception as exc:

@@ -40,6 +40,7 @@ from aigw.canonical import (
     estimate_tokens,
 )
 from aigw.errors import invalid
+from aigw.offload import run_heavy
 from aigw.providers.base import Provider
 
 DEMO_MODEL = "aigw-demo-1"
@@ -53,17 +54,10 @@ class DemoProvider(Provider):
     tasks = frozenset({"chat", "embeddings"})
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        message, finish = _answer(request)
-        return ChatResponse(
-            id="chatcmpl-demo-" + secrets.token_hex(8),
-            model=DEMO_MODEL,
-            created=int(time.time()),
-            choices=[Choice(index=i, message=message, finish_reason=finish) for i in range(request.n or 1)],
-            usage=_usage(request, message),
-        )
+        return await run_heavy(_response, request)  # reading every message of a big request is work
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        message, finish = _answer(request)
+        message, finish = await run_heavy(_answer, request)
         yield StreamStart(id="chatcmpl-demo-" + secrets.token_hex(8), model=DEMO_MODEL, created=int(time.time()))
         choices = request.n or 1
         pieces = _pieces(message.text(), max(1, MAX_STREAM_PIECES // choices))
@@ -77,7 +71,7 @@ class DemoProvider(Provider):
                 for piece in (call.arguments[:half], call.arguments[half:]):
                     yield ToolCallDelta(tool_index=tool_index, arguments=piece, index=index)
             yield Finish(reason=finish, index=index)
-        yield UsageEvent(usage=_usage(request, message))
+        yield UsageEvent(usage=await run_heavy(_usage, request, message))
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         dimensions = request.dimensions or EMBEDDING_DIMENSIONS
@@ -91,6 +85,17 @@ class DemoProvider(Provider):
             vectors=[_embedding(text, dimensions) for text in request.inputs],
             usage=Usage(input_tokens=sum(estimate_tokens(text) for text in request.inputs)),
         )
+
+
+def _response(request: ChatRequest) -> ChatResponse:
+    message, finish = _answer(request)
+    return ChatResponse(
+        id="chatcmpl-demo-" + secrets.token_hex(8),
+        model=DEMO_MODEL,
+        created=int(time.time()),
+        choices=[Choice(index=i, message=message, finish_reason=finish) for i in range(request.n or 1)],
+        usage=_usage(request, message),
+    )
 
 
 def _answer(request: ChatRequest) -> tuple[Message, str]:

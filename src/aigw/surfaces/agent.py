@@ -23,6 +23,7 @@ from aigw.agent.toolbox import Toolbox, open_toolbox
 from aigw.call import Call
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.asgi import EventStream, Request, Send, run_cancellable, send_body
+from aigw.offload import run_heavy
 from aigw.policies.auth import Principal
 from aigw.store.responses import StoredResponse
 from aigw.surfaces.common import Handler, Surface, json_error
@@ -60,7 +61,7 @@ class AgentSurface(Surface):
         self.open_call(request, "mlflow_responses")
         principal = await self.authenticate(request)
         body = await self.json_body(request, ResponsesRequest)
-        openai_responses.validate_request(body)
+        await run_heavy(openai_responses.validate_request, body)
         stream, background = body.get("stream") is True, body.get("background") is True
         if stream and background:
             raise invalid("stream and background cannot both be true: poll a background response with GET instead.", "background")
@@ -71,8 +72,8 @@ class AgentSurface(Surface):
         endpoint, call = await self.begin(request, body["model"], "chat")
         runtime = self.gateway.agent
         history = await self._history(principal, body.get("previous_response_id"))
-        new_items = conversation.input_items(body["input"])
-        conversation.check(history, new_items)
+        new_items = await run_heavy(conversation.input_items, body["input"])
+        await run_heavy(conversation.check, history, new_items)
         config = runtime.config
         permissions = self.gateway.permissions
         toolbox = await open_toolbox(
@@ -142,14 +143,27 @@ class AgentSurface(Surface):
         runtime = self.gateway.agent
         queued = run.response(Output(), "queued")
         stored.response = queued
-        try:
-            await asyncio.to_thread(runtime.responses.create, stored)
-        except BaseException:
-            await toolbox.close()
-            raise
         call, request.call = run.call, None  # the run records itself when it ends
         call.streamed = False
-        runtime.start_background(stored.id, self._background(run, call, stored.id, toolbox))
+
+        async def store_then_run() -> None:
+            try:
+                await asyncio.to_thread(runtime.responses.create, stored)
+            except BaseException:
+                await toolbox.close()
+                raise
+            runtime.start_background(stored.id, self._background(run, call, stored.id, toolbox))
+
+        # Shielded: a client that leaves while the response is being stored must not leave it stored
+        # as "queued" with no run behind it (the insert in the thread completes regardless).
+        starting = asyncio.ensure_future(store_then_run())
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            request.call = call  # nothing started: the request is recorded as it ended
+            raise
         await send_body(send, 200, orjson.dumps(queued))
 
     async def _background(self, run: AgentRun, call: Call, id: str, toolbox: Toolbox) -> None:

@@ -16,6 +16,7 @@ import orjson
 from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
+from aigw.offload import run_heavy
 from aigw.providers.base import Provider
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, checked_answer, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
@@ -75,7 +76,7 @@ class AnthropicSurface(Surface):
         self.open_call(request, "anthropic")
         await self.authenticate(request)
         body = await self.json_body(request, schemas.MessagesRequest)
-        anthropic.validate_request(body)
+        await run_heavy(anthropic.validate_request, body)
         endpoint, call = await self.begin(request, body["model"], "chat")
         stream = body.get("stream") is True
         await serve_chat(call, request, send, endpoint, body, self.codec, stream, vendor_headers(request))
@@ -88,9 +89,9 @@ class AnthropicSurface(Surface):
         body = await self.json_body(request, schemas.CountTokensRequest)
         # A count_tokens body is a Messages body without max_tokens: validate it as one.
         as_messages = {"max_tokens": 1, **body} if isinstance(body, dict) else body
-        anthropic.validate_request(as_messages)
+        await run_heavy(anthropic.validate_request, as_messages)
         endpoint, call = await self.begin(request, body["model"], "chat")
-        canonical = anthropic.decode_request(as_messages)
+        canonical = await run_heavy(anthropic.decode_request, as_messages)
 
         async def attempt(provider: Provider) -> tuple[bytes, None]:
             if self.codec.wire in provider.chat_wires:

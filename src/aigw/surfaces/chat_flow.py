@@ -19,6 +19,7 @@ from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import EventStream, Request, Send, run_cancellable, send_body
 from aigw.http.sse import SSEParser, event_too_large
 from aigw.http.upstream import UpstreamResponse
+from aigw.offload import run_heavy
 from aigw.providers.base import Provider
 from aigw.routing import Endpoint, call_with_fallback
 from aigw.stitching import ResponseBuilder
@@ -119,7 +120,7 @@ async def serve_chat(
 ) -> None:
     """Answer one chat request through `endpoint`, in `codec`'s wire format."""
     call.streamed = stream
-    canonical = None if endpoint.all_take(codec.wire) else codec.decode_request(body)
+    canonical = None if endpoint.all_take(codec.wire) else await run_heavy(codec.decode_request, body)
 
     async def attempt(provider: Provider) -> _Passed | _Opened | ChatResponse:
         call.upstream_start()
@@ -159,7 +160,7 @@ async def serve_chat(
     else:
         call.upstream_end()
         call.usage = answer.usage
-        data = codec.encode_response(answer, body)
+        data = await run_heavy(codec.encode_response, answer, body)
         _keep_response(call, data)
         await send_body(send, 200, data)
 

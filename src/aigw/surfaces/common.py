@@ -14,6 +14,7 @@ from aigw.call import Call
 from aigw.canonical import estimate_tokens_of_size
 from aigw.errors import GatewayError, invalid
 from aigw.http.asgi import JSON_HEADERS, Request, Send
+from aigw.offload import note_request_size, run_heavy
 from aigw.policies.auth import Principal
 from aigw.wire.schemas import Schema, check_depth, conform
 
@@ -97,7 +98,9 @@ class Surface:
         return self.gateway.permissions.queryable(principal, names)
 
     async def json_body(self, request: Request, schema: type[Schema] | None = None) -> Any:
-        return parse_json(await request.body(self.gateway.settings.server.max_request_bytes), schema)
+        raw = await request.body(self.gateway.settings.server.max_request_bytes)
+        note_request_size(len(raw))
+        return await run_heavy(parse_json, raw, schema)
 
     async def begin(self, request: Request, name: str, task: str) -> tuple[Endpoint, Call]:
         """The checks every call to an endpoint starts with, after `open_call` and `authenticate`:

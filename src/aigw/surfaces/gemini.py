@@ -17,6 +17,7 @@ from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.asgi import JSON_HEADERS, SSE_HEADERS, Request, Send, send_body
 from aigw.http.sse import SSEParser
+from aigw.offload import run_heavy
 from aigw.policies.auth import Principal
 from aigw.providers.base import Provider
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, StreamRelay, checked_answer, serve_chat, serve_whole, usage_of_json
@@ -137,7 +138,7 @@ class GeminiSurface(Surface):
         await handler(self, request, send, principal, name, method, body)
 
     async def _generate(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
-        gemini.validate_request(body)
+        await run_heavy(gemini.validate_request, body)
         endpoint, call = await self.begin(request, name, "chat")
         stream = method == "streamGenerateContent"
         codec = GeminiChatCodec(name, stream, json_array=stream and request.query.get("alt") != "sse")
@@ -145,9 +146,9 @@ class GeminiSurface(Surface):
 
     async def _count_tokens(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         generate_request = gemini.generate_request_of_count(body)
-        gemini.validate_request(generate_request)
+        await run_heavy(gemini.validate_request, generate_request)
         endpoint, call = await self.begin(request, name, "chat")
-        canonical = gemini.decode_request(generate_request, name)
+        canonical = await run_heavy(gemini.decode_request, generate_request, name)
 
         async def attempt(provider: Provider) -> tuple[bytes, None]:
             if gemini.WIRE in provider.chat_wires:

@@ -14,6 +14,7 @@ import orjson
 from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, Request, Send, send_body
+from aigw.offload import run_heavy
 from aigw.providers.base import Provider
 from aigw.surfaces.chat_flow import DecodingStitcher, EventRelay, passed_usage, serve_chat, serve_whole, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
@@ -69,7 +70,7 @@ class OpenAISurface(Surface):
         self.open_call(request, "openai_chat")
         await self.authenticate(request)
         body = await self.json_body(request, schemas.ChatCompletionRequest)
-        openai_chat.validate_request(body)
+        await run_heavy(openai_chat.validate_request, body)
         endpoint, call = await self.begin(request, body["model"], "chat")
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
 
@@ -77,11 +78,11 @@ class OpenAISurface(Surface):
         self.open_call(request, "openai_embeddings")
         await self.authenticate(request)
         body = await self.json_body(request, schemas.EmbeddingsRequest)
-        openai_embeddings.validate_request(body)
+        await run_heavy(openai_embeddings.validate_request, body)
         endpoint, call = await self.begin(request, body["model"], "embeddings")
         destinations = endpoint.every_destination()
         passed = all(p.embeddings_wire == openai_embeddings.WIRE for p in destinations)
-        canonical = None if passed else openai_embeddings.decode_request(body)
+        canonical = None if passed else await run_heavy(openai_embeddings.decode_request, body)
 
         async def attempt(provider: Provider) -> tuple[bytes, Usage | None]:
             if provider.embeddings_wire == openai_embeddings.WIRE:

@@ -17,9 +17,10 @@ from aigw.canonical import ChatRequest, ChatResponse, Usage
 from aigw.errors import GatewayError, invalid
 from aigw.http.asgi import SSE_HEADERS, Request, Send
 from aigw.http.sse import SSEParser, sse_frame
+from aigw.offload import run_heavy
 from aigw.surfaces.chat_flow import EventRelay, serve_chat, usage_of_json
 from aigw.surfaces.common import Handler, Surface, json_error
-from aigw.wire import openai_chat, openai_responses
+from aigw.wire import openai_chat, openai_responses, openai_responses_stream
 from aigw.wire.schemas.responses import ResponsesRequest
 
 PREFIXES = ("/openai/v1", "/codex/v1")
@@ -39,8 +40,8 @@ class ResponsesCodec:
     def encode_response(self, response: ChatResponse, body: dict[str, Any]) -> bytes:
         return orjson.dumps(openai_responses.encode_response(response, body))
 
-    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> openai_responses.StreamEncoder:
-        return openai_responses.StreamEncoder(body)
+    def stream_encoder(self, request: ChatRequest, body: dict[str, Any]) -> openai_responses_stream.StreamEncoder:
+        return openai_responses_stream.StreamEncoder(body)
 
     def stream_relay(self, body: dict[str, Any], max_event_bytes: int) -> ResponsesRelay:
         return ResponsesRelay(max_event_bytes)
@@ -143,6 +144,6 @@ class ResponsesSurface(Surface):
         self.open_call(request, "openai_responses")
         await self.authenticate(request)
         body = await self.json_body(request, ResponsesRequest)
-        openai_responses.validate_request(body)
+        await run_heavy(openai_responses.validate_request, body)
         endpoint, call = await self.begin(request, body["model"], "chat")
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
