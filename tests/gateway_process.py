@@ -67,24 +67,25 @@ def start_gateway(
     timeout: float = 30.0,
     data_dir: Path | None = None,
     tls_ca: Path | None = None,
+    args: list[str] | None = None,
 ) -> GatewayProcess:
     """A gateway on a fresh data directory, or on `data_dir` again (a restart: no new admin token
     is printed, the caller keeps the first one). With `tls_ca` it serves HTTPS (its certificate
-    set by the caller's env or config), checked against that CA."""
+    set by the caller's env or config), checked against that CA. `args`: more `aigw serve` options."""
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="aigw-test-"))
     port = free_port()
     # A developer's own AIGW_* variables must not leak into the gateway under test.
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIGW_")}
     full_env.update({"AIGW_DATA_DIR": str(data_dir), "AIGW_PORT": str(port), **(env or {})})
-    args = [AIGW, "serve", "--host", "127.0.0.1"]
+    command = [AIGW, "serve", "--host", "127.0.0.1", *(args or [])]
     if config is not None:
         config_path = data_dir / "aigw.yaml"
         config_path.write_text(config)
-        args += ["--config", str(config_path)]
+        command += ["--config", str(config_path)]
         full_env["AIGW_CONFIG"] = str(config_path)
     # stdout to a file: it holds the admin token on a first start, and nothing otherwise.
     with open(data_dir / "gateway.log", "ab") as log, open(data_dir / "stdout.txt", "ab") as out:
-        process = subprocess.Popen(args, env=full_env, stdout=out, stderr=log)
+        process = subprocess.Popen(command, env=full_env, stdout=out, stderr=log)
     url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
     deadline = time.monotonic() + timeout

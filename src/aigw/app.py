@@ -12,7 +12,7 @@ import time
 
 from aigw.agent.runtime import AgentRuntime
 from aigw.call import Call
-from aigw.config import Settings
+from aigw.config import ConfigError, Settings
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import ClientDisconnected, Receive, Request, Scope, Send, send_body
 from aigw.http.cancel import CLIENT_CLOSED_REQUEST, cancel_status
@@ -28,6 +28,7 @@ from aigw.recording.metrics import UsageMetrics
 from aigw.recording.records import Record
 from aigw.recording.retention import RetentionJob
 from aigw.recording.writer import RecordWriter
+from aigw.reload import ReloadSource, effective, one_line, unshared_limits
 from aigw.routing import DEMO_ENDPOINT, Router
 from aigw.store import Store
 from aigw.store.recording import RecordingStore
@@ -50,8 +51,12 @@ _CANCELLED_MESSAGES = {
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, client: UpstreamClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, client: UpstreamClient | None = None, *, reload_from: ReloadSource | None = None
+    ) -> None:
         self.settings = settings
+        self._reload_from = reload_from
+        self._reload_lock = asyncio.Lock()
         self.store = store
         self._client = client
         # Grants are loaded and refreshed with the tokens: the authenticator swaps them in.
@@ -100,6 +105,50 @@ class Gateway:
         await self.limiter.start()
         await self.records.start()
         self.retention.start()
+
+    async def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP; see aigw.reload). A bad file is refused and the running
+        configuration stays; a good one applies to requests that start from now on, while requests
+        under way finish with the parts they started with. True if the new configuration applies."""
+        if self._reload_from is None:
+            log.warning("reload requested, but this gateway was not started from a configuration it can re-read")
+            return False
+        async with self._reload_lock:
+            try:
+                loaded = await asyncio.to_thread(self._reload_from.load)
+            except ConfigError as exc:
+                log.error("reload refused: configuration error: %s; the running configuration stays", one_line(exc))
+                return False
+            settings, restart_only = effective(self.settings, loaded)
+            problem = unshared_limits(settings, self._reload_from.workers)
+            if problem is not None:
+                log.error("reload refused: %s; the running configuration stays", problem)
+                return False
+            try:  # build everything before changing anything
+                router = Router(settings, self._client) if self._client is not None else None
+                limiter = self.limiter.reconfigured(settings)
+                agent = self.agent.prepare(settings)
+            except Exception as exc:
+                log.error("reload refused: %s; the running configuration stays", exc)
+                return False
+            await limiter.start()  # connects to Redis if limits appear for the first time
+            cors = settings.server.cors_origins
+            # The swap: no await from here on, so no request sees half of it.
+            self.settings, self.router, self.limiter = settings, router or self.router, limiter
+            self.permissions.set_public(public_endpoints(settings, DEMO_ENDPOINT.name))
+            self.agent.swap(agent)
+            self.cors = CORSPolicy(cors, settings.server.cors_max_age) if cors else None
+            self.readiness = Readiness(self.store.engine, limiter.redis_ping, redis_required=not limiter.fail_open)
+            if self._reload_from.log_level:
+                logging.getLogger("aigw").setLevel(settings.logging.level.upper())
+            if restart_only:
+                log.warning(
+                    "reload: %s changed in the file but take effect only at a restart; the running values stay",
+                    ", ".join(restart_only),
+                )
+            endpoints = ",".join(sorted(self.router.endpoints)) if self.router is not None else "-"
+            log.info("configuration reloaded", extra={"fields": {"endpoints": endpoints}})
+            return True
 
     async def shutdown(self) -> None:
         """After the server stopped taking requests: every record is flushed (or spilled to disk),

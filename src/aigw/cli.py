@@ -8,11 +8,16 @@ import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from aigw.config import ConfigError, Settings, load_settings
 from aigw.logs import LEVELS
+from aigw.reload import ReloadSource, unshared_limits
+
+if TYPE_CHECKING:
+    from aigw.http.workers import WorkerStart
 
 
 def _load(config: Path | None, *, require_env: bool = True) -> Settings:
@@ -58,11 +63,12 @@ def main() -> None:
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), envvar="AIGW_LOG_LEVEL", help="Log level (default info; env AIGW_LOG_LEVEL).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), envvar="AIGW_LOG_FORMAT", help="Log lines as text or JSON (default text; env AIGW_LOG_FORMAT).")
 @click.option("--access-log/--no-access-log", default=None, help="A log line per request (default on).")
+@click.option("--workers", type=click.IntRange(1, 512), help="Processes serving the port (default 1, or server.workers).")
 def serve(
     config: Path | None, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None,
-    log_level: str | None, log_format: str | None, access_log: bool | None,
+    log_level: str | None, log_format: str | None, access_log: bool | None, workers: int | None,
 ) -> None:  # fmt: skip
-    """Start the gateway."""
+    """Start the gateway. SIGHUP reloads the configuration file; SIGTERM or SIGINT stops it."""
     from aigw import logs
     from aigw.app import Gateway
     from aigw.http import server as http_server
@@ -84,21 +90,78 @@ def serve(
         tls = server_tls_context(cert, key) if cert is not None and key is not None else None
     except TLSError as exc:
         raise click.ClickException(str(exc)) from None
+    workers = workers or server.workers
+    if problem := unshared_limits(settings, workers):
+        raise click.ClickException(f"cannot serve with {workers} workers: {problem}")
     store = _open_store(settings)
     admin_token = ensure_admin_token(store)
     if admin_token:
         logging.getLogger("aigw").warning("created the first admin token, printed on stdout: it is shown only this once; keep it safe")
         click.echo(admin_token)
 
+    store_description = store.describe()
+    reload_from = ReloadSource(lambda: load_settings(config), workers, log_level=log_level is None)
+    limits = {
+        "graceful_timeout": server.graceful_timeout, "ssl_context": tls, "max_connections": server.max_connections,
+        "request_body_read_timeout": server.request_body_read_timeout, "request_body_timeout": server.request_body_timeout,
+    }  # fmt: skip
+
     def listening() -> None:
         scheme = "https" if tls is not None else "http"
-        logs.start_summary(settings, f"{scheme}://{host}:{port}", store.describe())
+        logs.start_summary(settings, f"{scheme}://{host}:{port}", store_description)
 
-    http_server.run(
-        Gateway(settings, store), host, port, graceful_timeout=server.graceful_timeout, on_listening=listening, ssl_context=tls,
-        request_body_read_timeout=server.request_body_read_timeout, request_body_timeout=server.request_body_timeout,
-        max_connections=server.max_connections,
-    )  # fmt: skip
+    if workers == 1:
+        http_server.run(Gateway(settings, store, reload_from=reload_from), host, port, on_listening=listening, **limits)
+        return
+    from aigw.http.workers import WorkerStart, bind_sockets, supervise
+    from aigw.reload import effective, one_line
+
+    store.close()  # each worker opens its own; nothing but the sockets cross the fork
+    try:
+        sockets = bind_sockets(host, port, workers)
+    except OSError as exc:
+        logging.getLogger("aigw").error("cannot listen on %s:%d: %s", host, port, exc)
+        sys.exit(1)
+    listening()
+    logging.getLogger("aigw").info("serving with %d worker processes", workers)
+    current = [settings]  # the configuration a worker starts with: the last one a SIGHUP read well
+
+    def reload() -> bool:
+        try:
+            settings, _ = effective(current[0], reload_from.load())
+        except ConfigError as exc:
+            logging.getLogger("aigw").error("reload refused: configuration error: %s; the running configuration stays", one_line(exc))
+            return False
+        if problem := unshared_limits(settings, workers):
+            logging.getLogger("aigw").error("reload refused: %s; the running configuration stays", problem)
+            return False
+        current[0] = settings
+        return True
+
+    def serve_worker(start: WorkerStart) -> None:
+        _serve_worker(start, current[0], reload_from, host, port, limits)
+
+    sys.exit(supervise(sockets, serve_worker, reload))
+
+
+def _serve_worker(
+    start: WorkerStart, settings: Settings, reload_from: ReloadSource, host: str, port: int, limits: dict[str, Any],
+) -> None:  # fmt: skip
+    """One worker process of `serve --workers N` (see aigw.http.workers): its own store connection,
+    record writer and event loop, on the socket the supervisor bound for it."""
+    import asyncio
+
+    from aigw.app import Gateway
+    from aigw.http import server as http_server
+
+    gateway = Gateway(settings, _open_store(settings), reload_from=reload_from)
+    pending: list[asyncio.Task] = []
+
+    def listening() -> None:
+        if start.hangup():  # a SIGHUP came while this worker was starting
+            pending.append(asyncio.get_running_loop().create_task(gateway.reload()))
+
+    http_server.run(gateway, host, port, sock=start.sock, on_listening=listening, **limits)
 
 
 def _register_admin_commands() -> None:
@@ -150,6 +213,9 @@ def config_check(file: Path) -> None:
     from aigw.http.tls import TLSError, server_tls_context
 
     settings = _load(file)
+    if problem := unshared_limits(settings, settings.server.workers):
+        click.echo(f"aigw: configuration error: {file}: server.workers: {problem}", err=True)
+        sys.exit(2)
     if settings.server.tls_cert and settings.server.tls_key:
         try:
             server_tls_context(settings.server.tls_cert, settings.server.tls_key)

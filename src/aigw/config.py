@@ -172,6 +172,9 @@ class ServerConfig(Config):
     # HTTPS: a PEM certificate (chain) and its private key; both or neither.
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Processes serving the port (aigw.http.workers); more than one needs redis_url if any endpoint
+    # has rate limits. Changed only by a restart.
+    workers: int = 1
 
 
 class RecordingConfig(Config):
@@ -304,6 +307,8 @@ def _check_server(server: ServerConfig, source: str) -> None:
     for key in ("request_body_read_timeout", "request_body_timeout", "graceful_timeout"):
         if getattr(server, key) <= 0:
             raise ConfigError(f"{source}: server.{key}: must be positive")
+    if server.workers < 1:
+        raise ConfigError(f"{source}: server.workers: must be at least 1")
     if server.max_connections is not None and server.max_connections < 1:
         raise ConfigError(f"{source}: server.max_connections: must be at least 1")
 

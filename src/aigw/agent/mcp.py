@@ -269,6 +269,17 @@ class McpConnections:
     def get(self, name: str) -> McpClient | None:
         return self._clients.get(name)
 
+    def reconfigured(self, configs: list[ConnectionConfig]) -> tuple[McpConnections, list[McpClient]]:
+        """For a configuration reload: the new set, keeping each client whose configuration did not
+        change (its session stays open), and the clients it no longer holds (for the caller to close
+        once the requests using them are done)."""
+        new = McpConnections([])
+        for config in configs:
+            old = self._clients.get(config.name)
+            new._clients[config.name] = old if old is not None and old.config == config else McpClient(config)
+        kept = {id(client) for client in new._clients.values()}
+        return new, [client for client in self._clients.values() if id(client) not in kept]
+
     async def close(self) -> None:
         clients = list(self._clients.values())
         results = await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)

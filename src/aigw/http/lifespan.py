@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aigw.http.types import ASGI_VERSION, ASGIApp
@@ -74,25 +75,58 @@ class Lifespan:
             self._stopped.set()
 
 
-class StopSignals:
-    """SIGTERM or SIGINT starts a graceful shutdown; a second one hurries it (no more waiting)."""
+# A stop signal this soon after the first is the same request reaching the process twice (a
+# terminal's Ctrl-C or systemd's stop reach every process of the group, and aigw.http.workers'
+# supervisor forwards it too), not an operator asking to hurry.
+SAME_SIGNAL_SECONDS = 1.0
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+
+class StopSignals:
+    """SIGTERM or SIGINT starts a graceful shutdown; a second one (a second or more later) hurries
+    it (no more waiting).
+    SIGHUP calls `reload` (the app's, see `serve`), one at a time; without one it is ignored
+    (its default action would end the process)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reload: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.loop = loop
         self.stop = asyncio.Event()
         self.hurry = asyncio.Event()
+        self._reload = reload
+        self._stopped_at = 0.0
+        self._reloading: asyncio.Task | None = None
         self._installed: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig, handler in ((signal.SIGTERM, self._received), (signal.SIGINT, self._received), (signal.SIGHUP, self._hangup)):
             try:
-                loop.add_signal_handler(sig, self._received)
+                loop.add_signal_handler(sig, handler)
                 self._installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
                 pass
 
+    def _hangup(self) -> None:
+        if self._reload is None:
+            log.warning("SIGHUP ignored: this application cannot reload its configuration")
+        elif self.stop.is_set():
+            log.warning("SIGHUP ignored: shutting down")
+        else:
+            previous = self._reloading
+            self._reloading = self.loop.create_task(self._reload_after(previous), name="aigw-reload")
+
+    async def _reload_after(self, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self._reload()  # type: ignore[misc]
+        except Exception:
+            log.exception("configuration reload failed; the running configuration stays")
+
     def _received(self) -> None:
+        now = self.loop.time()
         if self.stop.is_set():
+            if now - self._stopped_at < SAME_SIGNAL_SECONDS:
+                return  # one request delivered twice: to the process group and forwarded by a supervisor
             log.warning("second signal: shutting down without waiting for requests in flight")
             self.hurry.set()
+        self._stopped_at = now
         self.stop.set()
 
     def remove(self) -> None:

@@ -30,15 +30,16 @@ This module keeps what a gateway needs:
   answered 503 where it can be), optional TLS.
 
 What it does not do: HTTP/2 (a client opening with its preface gets HTTP/2's own "use HTTP/1.1"
-refusal, aigw.http.http2), WebSockets or other upgrades (an `Upgrade` header is ignored), several
-worker processes, access logs, proxy headers. Run several instances behind a balancer to
-use more cores.
+refusal, aigw.http.http2), WebSockets or other upgrades (an `Upgrade` header is ignored), access
+logs, proxy headers. Several processes on one port: aigw.http.workers runs one `serve` per worker
+on sockets it binds; SIGHUP calls the app's `reload()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -860,12 +861,15 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve `app` until `stop` is set (or, without one, until SIGTERM or SIGINT), then shut down
     gracefully. Runs the lifespan start-up before listening: raises StartupFailed if it fails, and
     OSError if the address cannot be bound. Sets `ready` and calls `on_listening` once listening
     (not before: a bind error must not follow a "listening" line). `max_connections`
-    defaults to what the open-file limit leaves room for (see aigw.http.process)."""
+    defaults to what the open-file limit leaves room for (see aigw.http.process). With `sock`, a
+    listening socket bound by the caller (aigw.http.workers), `host` and `port` are not used.
+    SIGHUP awaits the app's `reload()` coroutine method, if it has one (aigw.app.Gateway does)."""
     loop = asyncio.get_running_loop()
     lifespan = Lifespan(app)
     await lifespan.startup()
@@ -883,12 +887,15 @@ async def serve(
         lifespan_state=lifespan.state,
     )
     try:
-        listener = await loop.create_server(lambda: _Connection(state), host, port, ssl=ssl_context, backlog=2048)
+        if sock is not None:
+            listener = await loop.create_server(lambda: _Connection(state), sock=sock, ssl=ssl_context, backlog=2048)
+        else:
+            listener = await loop.create_server(lambda: _Connection(state), host, port, ssl=ssl_context, backlog=2048)
     except BaseException:
         await lifespan.shutdown()
         raise
     state.start_sweep()
-    signals = StopSignals(loop) if stop is None else None
+    signals = StopSignals(loop, getattr(app, "reload", None)) if stop is None else None
     if signals is not None:
         stop = signals.stop
     if ready is not None:

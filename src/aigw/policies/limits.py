@@ -164,6 +164,7 @@ class Limiter:
         self.store = store
         self._local = store if isinstance(store, LocalBuckets) else None  # called without a coroutine
         self._fail_open = settings.rate_limits_fail_open
+        self._store_started = False
         self._endpoints = {
             endpoint.name: EndpointLimits(endpoint.name, endpoint.rate_limits, store.key_prefix)
             for endpoint in settings.endpoints
@@ -184,8 +185,17 @@ class Limiter:
         return self._fail_open
 
     async def start(self) -> None:
-        if self._endpoints:  # no limits configured: never connect to Redis
+        if self._endpoints and not self._store_started:  # no limits configured: never connect to Redis
+            self._store_started = True
             await self.store.start()
+
+    def reconfigured(self, settings: Settings) -> Limiter:
+        """For a configuration reload: the limits of `settings` on this limiter's store, so the
+        counters carry over (a bucket is keyed by endpoint, level and principal, and its state is a
+        time, which a changed limit reads at its new rate). `start()` it before use."""
+        limiter = Limiter(settings, store=self.store)
+        limiter._store_started = self._store_started
+        return limiter
 
     async def close(self) -> None:
         await self.store.close()

@@ -83,6 +83,10 @@ class Permissions:
     def swap(self, table: GrantTable) -> None:
         self._table = table
 
+    def set_public(self, public: Iterable[str]) -> None:
+        """A configuration reload changed which endpoints are open to every principal."""
+        self._public = frozenset(public)
+
     def can_query(self, principal: Principal, endpoint: str) -> bool:
         if endpoint in self._public:
             return True
