@@ -162,7 +162,7 @@ def test_inline_mcp_to_an_internal_address_is_refused_with_a_generic_error(agw: 
     assert answer.status_code == 424, answer.text
     error = answer.json()["error"]
     assert error["message"] == GENERIC and error["param"] == "tools[0]"
-    assert took < 3  # refused before any connection: no timeout to wait for, nothing to time
+    assert took < 10  # refused before any connection: nowhere near the connect timeout (a busy machine adds seconds)
 
 
 def test_the_allow_list_lets_a_host_through(agw: GatewayProcess, mcp_port: int) -> None:
