@@ -296,3 +296,30 @@ def test_config_check_refuses_workers_with_in_process_limits(tmp_path, fake_upst
     assert "server.workers: rate limits are configured" in result.stderr and "3 times" in result.stderr
     ok = subprocess.run([AIGW, "config", "check", str(config)], env=env | {"AIGW_REDIS_URL": REDIS_URL}, capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_durable_records_of_every_worker_survive_kill_9():
+    """With `recording.durable`, each worker writes its journal to spill files in the one
+    `<data_dir>/spill/`; after every process is killed, one restarted gateway stores them all."""
+    from tests.test_durable_records import REQUESTS, _records_after_restart
+
+    config = yaml.safe_dump({"recording": {"durable": True}})
+    gateway = start_gateway(config, args=["--workers", "2"])
+    try:
+        run = secrets.token_hex(4)
+        headers = {"authorization": f"Bearer {gateway.admin_token}", "x-aigw-request-tags": f'{{"run": "{run}"}}'}
+        body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+
+        def one(_: int) -> int:
+            return requests.post(f"{gateway.url}/mlflow/v1/chat/completions", json=body, headers=headers, timeout=20).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            assert list(pool.map(one, range(REQUESTS))) == [200] * REQUESTS
+        assert 0 < _requests_counted(gateway) < REQUESTS  # both workers answered some
+        for pid in _children(gateway.process.pid):  # workers first: a dying parent would stop them gently
+            os.kill(pid, signal.SIGKILL)
+        gateway.process.kill()
+        gateway.process.wait()
+        assert _records_after_restart(gateway, config, run, REQUESTS, wait=15) == REQUESTS
+    finally:
+        cleanup(gateway)
