@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -54,8 +55,22 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def _utc(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+class _SecondStamp:
+    """The `YYYY-MM-DDTHH:MM:SS` of the current second, formatted once per second, not per line."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second, self.text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self.text}.{int(created % 1 * 1000):03d}Z"
+
+
+_utc = _SecondStamp()
 
 
 def _text(value: Any) -> str:
@@ -63,14 +78,64 @@ def _text(value: Any) -> str:
     return orjson.dumps(text).decode() if (" " in text or '"' in text or "=" in text or not text) else text
 
 
+class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr through a 64 KiB buffer: info lines (the access log's, one a request) are written in
+    blocks, at least every FLUSH_SECONDS, instead of one system call each; a warning or worse is
+    written at once, with whatever was waiting before it."""
+
+    FLUSH_SECONDS = 0.5
+
+    def __init__(self) -> None:
+        stream = open(sys.stderr.fileno(), "w", buffering=64 * 1024, encoding="utf-8", errors="backslashreplace", closefd=False)
+        super().__init__(stream)
+        self._stop = threading.Event()
+        threading.Thread(target=self._flush_regularly, name="aigw-log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]
+                self.stream.write(line)
+                if record.levelno >= logging.WARNING:
+                    self.stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never fail the caller
+            self.handleError(record)
+
+    def _flush_regularly(self) -> None:
+        while not self._stop.wait(self.FLUSH_SECONDS):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        super().close()
+
+
 def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    for old in logging.getLogger("aigw").handlers:
+        old.close()
+    handler = BufferedStderrHandler()
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("aigw")
     root.handlers = [handler]
     root.setLevel(level.upper())
     root.propagate = False
     ACCESS.disabled = not access_log
+
+
+class _AccessRecord:
+    """What the formatters read of a LogRecord, for the access line: a LogRecord (caller, thread and
+    process lookups) and Logger.info's dispatch cost more than the rest of the line together."""
+
+    __slots__ = ("created", "fields")
+    name, levelname, levelno, exc_info, exc_text, stack_info = "aigw.access", "INFO", logging.INFO, None, None, None
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.created = time.time()
+        self.fields = fields
+
+    def getMessage(self) -> str:  # noqa: N802 - logging's name
+        return "request"
 
 
 def log_access(method: str, path: str, status: int, started: float, call: Any) -> None:
@@ -85,7 +150,11 @@ def log_access(method: str, path: str, status: int, started: float, call: Any) -
             "attempts": len(call.attempts),
         }  # fmt: skip
     fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    ACCESS.info("request", extra={"fields": fields})
+    handlers = logging.getLogger("aigw").handlers
+    if len(handlers) == 1 and isinstance(handlers[0], BufferedStderrHandler) and not ACCESS.handlers:
+        handlers[0].emit(_AccessRecord(fields))  # type: ignore[arg-type]  (the formatters read only these)
+    else:
+        ACCESS.info("request", extra={"fields": fields})
 
 
 def start_summary(settings: Any, address: str, store: str) -> None:
