@@ -84,3 +84,31 @@ async def test_redis_ping_against_a_real_redis_and_a_closed_port() -> None:
         assert status == 503 and orjson.loads(body)["checks"]["redis"] == "unreachable"
     finally:
         await dead.close()
+
+
+def test_a_store_that_fails_a_request_is_a_503_not_a_500(request: pytest.FixtureRequest) -> None:
+    """A request the store fails (here: its schema is gone) gets 503 with Retry-After in the
+    surface's shape, and /ready says the same; served requests that need no store go on."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from tests.store_fixtures import _fresh_schema_url
+
+    url = _fresh_schema_url(request.config)
+    gateway = start_gateway(env={"AIGW_DATABASE_URL": url})
+    try:
+        auth = {"authorization": f"Bearer {gateway.admin_token}"}
+        made = requests.post(f"{gateway.url}/mlflow/v1/responses", json={"model": "demo", "input": "hi"}, headers=auth, timeout=10)
+        assert made.status_code == 200, made.text
+        schema = make_url(url).query["options"].removeprefix("-csearch_path=")
+        admin = make_url(url).set(query={}, drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        lost = requests.get(f"{gateway.url}/mlflow/v1/responses/{made.json()['id']}", headers=auth, timeout=10)
+        assert lost.status_code == 503 and lost.headers["retry-after"] == "1"
+        assert lost.json()["error"]["message"] == "The gateway's store is unavailable; try again."
+        chat = {"model": "demo", "messages": [{"role": "user", "content": "still here"}]}
+        assert requests.post(f"{gateway.url}/mlflow/v1/chat/completions", json=chat, headers=auth, timeout=10).status_code == 200
+        assert "store error on GET /mlflow/v1/responses/" in gateway.log()
+    finally:
+        cleanup(gateway)

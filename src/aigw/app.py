@@ -10,6 +10,8 @@ import asyncio
 import logging
 import time
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from aigw.agent.runtime import AgentRuntime
 from aigw.call import Call
 from aigw.config import ConfigError, Settings
@@ -214,6 +216,12 @@ class Gateway:
                 error = GatewayError(ErrorKind.OVERLOADED, message or "", status=503, headers={"retry-after": "1"})
                 await self._send_error(send, render_error, error, request.call)
             raise
+        except SQLAlchemyError as exc:  # the store failed this request (down, or a dropped connection)
+            log.warning("store error on %s %s: %s", request.method, path, str(exc).splitlines()[0][:300])
+            error = GatewayError(
+                ErrorKind.OVERLOADED, "The gateway's store is unavailable; try again.", status=503, headers={"retry-after": "1"}
+            )  # fmt: skip
+            status, message = await self._send_error(send, render_error, error, request.call), error.message
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
             error = GatewayError(ErrorKind.INTERNAL, "Internal gateway error.")
