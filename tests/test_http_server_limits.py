@@ -4,7 +4,6 @@ more connections than it can hold, and request heads that are ambiguous. Raw soc
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from aigw.http.cancel import BODY_TIMEOUT, CLIENT_GONE, SHUTTING_DOWN
-from tests.test_http_server import Reader, Recorder, ServerThread, read_body, request, respond
+from tests.test_http_server import Reader, Recorder, ServerThread, connect, read_body, request, respond
 
 
 def limits_app(recorder: Recorder):
@@ -52,12 +51,6 @@ def server(recorder) -> Iterator[ServerThread]:
     running = start(recorder, request_body_read_timeout=0.5, request_body_timeout=1.5)
     yield running
     running.stop()
-
-
-def connect(server: ServerThread) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
 
 
 def head(path: str, length: int) -> bytes:
