@@ -6,8 +6,9 @@ once by `aigw serve`; library users keep their own logging set-up.
 
 The access log has one line per request: request id, method, path (never the query: Gemini clients
 put their key there), endpoint, principal, status, latency, destination and attempts. Never a
-body, a header or a token. It costs ~5 µs a request (formatting and one write); `--no-access-log`
-turns it off.
+body, a header or a token. Its cost, measured on a throttled 2-core machine where a whole request
+cost ~600 µs of CPU: ~40 µs a line (formatting, and a buffered write: lines reach stderr in blocks, at
+least every 0.5 s). `--no-access-log` turns it off.
 """
 
 from __future__ import annotations
