@@ -124,3 +124,18 @@ def test_cors_origins_are_checked_at_start() -> None:
     settings = msgspec.convert({"server": {"cors_origins": ["app.example.com"]}}, Settings)
     with pytest.raises(ConfigError, match="cors_origins\\[0\\]: 'app.example.com' is not an origin"):
         _check_store(settings, "aigw.yaml")
+
+
+def test_head_is_get_without_a_body_and_doubled_slashes_are_one(gateway: GatewayProcess) -> None:
+    auth = _auth(gateway)
+    got = requests.get(f"{gateway.url}/mlflow/v1/models", headers=auth, timeout=10)
+    head = requests.head(f"{gateway.url}/mlflow/v1/models", headers=auth, timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
+    doubled = requests.post(f"{gateway.url}//mlflow//v1/chat/completions", data=CHAT, headers=auth, timeout=10)
+    assert doubled.status_code == 200 and "compressed hello" in doubled.json()["choices"][0]["message"]["content"]
+    gemini = requests.post(
+        f"{gateway.url}/gemini//v1beta/models/demo:generateContent", json={"contents": [{"parts": [{"text": "hi"}]}]},
+        headers=auth, timeout=10,
+    )  # fmt: skip
+    assert gemini.status_code == 200, gemini.text

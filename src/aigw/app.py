@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,6 +44,7 @@ from aigw.surfaces.openai import OpenAISurface, unknown_route
 from aigw.surfaces.responses import ResponsesSurface
 
 log = logging.getLogger("aigw")
+_SLASHES = re.compile(r"/{2,}")
 
 # What the record of a request the server cancelled says (see aigw.http.cancel).
 _CANCELLED_MESSAGES = {
@@ -175,6 +177,8 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        if "//" in request.path:  # clients that join a base URL ending in "/" with "/v1/...": one route
+            request.path = _SLASHES.sub("/", request.path)
         path = request.path
         started = time.perf_counter()
         if self.cors is not None and (origin := request.headers.get("origin")):
@@ -190,7 +194,8 @@ class Gateway:
         if path == "/ready":
             await send_body(send, *await self.readiness.answer())
             return
-        route = self.routes.get((request.method, path.rstrip("/") or "/")) or self._prefix_route(request.method, path)
+        method = "GET" if request.method == "HEAD" else request.method  # the server sends HEAD's head only
+        route = self.routes.get((method, path.rstrip("/") or "/")) or self._prefix_route(method, path)
         access_logged = ACCESS.isEnabledFor(logging.INFO)  # health and readiness probes are not logged
         if route is None:
             renderer = next((r for p, r in self._unknown_path_renderers if path.startswith(p)), self._fallback_renderer)
