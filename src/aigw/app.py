@@ -34,6 +34,7 @@ from aigw.recording.writer import RecordWriter
 from aigw.reload import ReloadSource, effective, one_line, unshared_limits
 from aigw.routing import DEMO_ENDPOINT, Router
 from aigw.store import Store
+from aigw.store.errors import driver_message
 from aigw.store.recording import RecordingStore
 from aigw.surfaces.admin import AdminSurface
 from aigw.surfaces.agent import AgentSurface
@@ -77,9 +78,7 @@ class Gateway:
         )
         self.agent = AgentRuntime(settings, store.engine)
         self.retention = RetentionJob(settings.retention, store.engine)
-        cors = settings.server.cors_origins
-        self.cors = CORSPolicy(cors, settings.server.cors_max_age) if cors else None
-        self.readiness = Readiness(store.engine, self.limiter.redis_ping, redis_required=not self.limiter.fail_open)
+        self.cors, self.readiness = self._per_configuration(settings, self.limiter)
         self.router: Router | None = None
         self.routes: dict[tuple[str, str], tuple[Handler, ErrorRenderer]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, ErrorRenderer]] = []  # (method, prefix, ...)
@@ -136,13 +135,11 @@ class Gateway:
                 log.error("reload refused: %s; the running configuration stays", exc)
                 return False
             await limiter.start()  # connects to Redis if limits appear for the first time
-            cors = settings.server.cors_origins
             # The swap: no await from here on, so no request sees half of it.
             self.settings, self.router, self.limiter = settings, router or self.router, limiter
             self.permissions.set_public(public_endpoints(settings, DEMO_ENDPOINT.name))
             self.agent.swap(agent)
-            self.cors = CORSPolicy(cors, settings.server.cors_max_age) if cors else None
-            self.readiness = Readiness(self.store.engine, limiter.redis_ping, redis_required=not limiter.fail_open)
+            self.cors, self.readiness = self._per_configuration(settings, limiter)
             if self._reload_from.log_level:
                 logging.getLogger("aigw").setLevel(settings.logging.level.upper())
             if restart_only:
@@ -153,6 +150,12 @@ class Gateway:
             endpoints = ",".join(sorted(self.router.endpoints)) if self.router is not None else "-"
             log.info("configuration reloaded", extra={"fields": {"endpoints": endpoints}})
             return True
+
+    def _per_configuration(self, settings: Settings, limiter: Limiter) -> tuple[CORSPolicy | None, Readiness]:
+        """The CORS policy and the readiness probe of `settings` (at start and at each reload)."""
+        cors = settings.server.cors_origins
+        policy = CORSPolicy(cors, settings.server.cors_max_age) if cors else None
+        return policy, Readiness(self.store.engine, limiter.redis_ping, redis_required=not limiter.fail_open)
 
     async def shutdown(self) -> None:
         """After the server stopped taking requests: every record is flushed (or spilled to disk),
@@ -222,7 +225,7 @@ class Gateway:
                 await self._send_error(send, render_error, error, request.call)
             raise
         except SQLAlchemyError as exc:  # the store failed this request (down, or a dropped connection)
-            log.warning("store error on %s %s: %s", request.method, path, str(exc).splitlines()[0][:300])
+            log.warning("store error on %s %s: %s", request.method, path, driver_message(exc)[:300])
             error = GatewayError(
                 ErrorKind.OVERLOADED, "The gateway's store is unavailable; try again.", status=503, headers={"retry-after": "1"}
             )  # fmt: skip

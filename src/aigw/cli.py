@@ -32,6 +32,7 @@ def _open_store(settings: Settings):  # -> Store; imported late so `aigw --versi
     from sqlalchemy.exc import SQLAlchemyError
 
     from aigw.store import Store, resolve_database_url
+    from aigw.store.errors import driver_message
 
     try:
         return Store.open(resolve_database_url(settings.database_url, settings.data_path()))
@@ -39,13 +40,7 @@ def _open_store(settings: Settings):  # -> Store; imported late so `aigw --versi
         where = exc.filename or settings.data_path()
         raise click.ClickException(f"data directory {where}: {exc.strerror or exc}") from None
     except SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot open the database: {_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    """The driver's own message, without SQLAlchemy's statement dump and background link."""
-    cause = getattr(exc, "orig", None) or exc
-    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise click.ClickException(f"cannot open the database: {driver_message(exc) or type(exc).__name__}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 from sqlalchemy.engine import Engine
 
+from aigw.store.errors import driver_message
+
 log = logging.getLogger("aigw.readiness")
 CACHE_SECONDS = 1.0
 CHECK_TIMEOUT = 2.0
@@ -84,6 +86,6 @@ class Readiness:
 
 
 def _first_line(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    text = (str(cause).strip().splitlines() or [""])[0][:300]
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    name = type(getattr(exc, "orig", None) or exc).__name__
+    text = driver_message(exc)[:300]
+    return f"{name}: {text}" if text else name

@@ -13,3 +13,10 @@ class AlreadyExists(StoreError):
 
 class NotFound(StoreError):
     """The principal, group or grant named does not exist."""
+
+
+def driver_message(exc: BaseException) -> str:
+    """The first line of the database driver's own message for a failure: SQLAlchemy wraps it with
+    the statement and a background link, which say nothing to an operator."""
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).strip().splitlines() or [""])[0]
