@@ -93,12 +93,17 @@ def claude() -> Path:
     return CLAUDE
 
 
-def run_claude(claude: Path, base_url: str, token: str, model: str, prompt: str, tmp: Path) -> subprocess.CompletedProcess:
+def run_claude(
+    claude: Path, base_url: str, token: str, model: str, prompt: str, tmp: Path, settings: dict | None = None
+) -> subprocess.CompletedProcess:
     """`claude -p prompt` with a fresh HOME and working directory, every model name set to `model`,
-    and nothing but `base_url` to talk to."""
+    and nothing but `base_url` to talk to; `settings` become the user's ~/.claude/settings.json."""
     home, work, tmpdir = tmp / "home", tmp / "work", tmp / "tmp"
     for d in (home, work, tmpdir):
         d.mkdir(parents=True, exist_ok=True)
+    if settings is not None:
+        (home / ".claude").mkdir(exist_ok=True)
+        (home / ".claude" / "settings.json").write_text(json.dumps(settings))
     env = {
         "PATH": os.environ.get("PATH", os.defpath),  # the Bash tool needs bash and echo
         "SHELL": shutil.which("bash") or "/bin/sh",
@@ -180,6 +185,22 @@ def test_claude_code_runs_a_tool_through_the_gateway(claude, gateway, fake_upstr
     marker = f"aigw-e2e-{provider}-{uuid.uuid4().hex[:8]}"
     proc = run_claude(claude, gateway.url + "/anthropic", gateway.admin_token, provider, directive_prompt(marker), tmp_path)
     check_run(proc, gateway, fake_upstream, provider, marker, PROVIDER_DESTINATIONS[provider]["model"])
+    assert UNRECOGNIZED in proc.stderr, describe(proc)  # what the README's modelOverrides silences
+
+
+# Claude Code's warning for a model name it does not know (printed to stderr with -p). The README's
+# remedy: `modelOverrides` in settings.json, mapping a Claude model id to the endpoint name, so Claude
+# Code treats the endpoint as that model (its context window, its request shape) and says nothing.
+UNRECOGNIZED = "[claude-code:unrecognized_model]"
+
+
+@pytest.mark.parametrize("provider", ["openai", "gemini"])
+def test_model_overrides_silence_the_unknown_model_warning(claude, gateway, fake_upstream, tmp_path, provider):
+    marker = f"aigw-e2e-override-{provider}-{uuid.uuid4().hex[:8]}"
+    settings = {"modelOverrides": {"claude-sonnet-4-6": provider}}
+    proc = run_claude(claude, gateway.url + "/anthropic", gateway.admin_token, provider, directive_prompt(marker), tmp_path, settings)
+    check_run(proc, gateway, fake_upstream, provider, marker, PROVIDER_DESTINATIONS[provider]["model"])
+    assert UNRECOGNIZED not in proc.stderr and "doesn't recognize" not in proc.stderr, describe(proc)
 
 
 # Endpoints named like Claude models (what Claude Code users tend to do): Claude Code then sends its
