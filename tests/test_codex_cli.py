@@ -1,0 +1,140 @@
+"""Codex CLI (`codex exec`, the real CLI) end to end through the gateway's /codex/v1 surface, once per
+provider kind behind it: `openai` (the Responses API passed through) and `anthropic`, `gemini`,
+`compat` (translated to their chat APIs).
+
+The fake upstream is steered by a directive in the prompt (tests/fakes/scenario.py): it answers
+`[[tool exec_command {"cmd": "echo <marker>"}]]` with a real call of Codex's shell tool, Codex runs
+it and sends the output back as a function_call_output, and the fake answers `tool said: <output>`.
+
+What Codex 0.171.0 sends (observed against the gateway): `POST {base_url}/responses` with
+`authorization: Bearer $AIGW_TOKEN`, `"stream": true`, `"store": false`, the whole conversation
+in `input` on every turn (no previous_response_id), `include: ["reasoning.encrypted_content"]`,
+function tools (`exec_command`, ...), a custom (free-form) `apply_patch` tool, and namespace tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROVIDER_DESTINATIONS
+
+CODEX_VERSION = "0.171.0"  # keep in step with .ci/run, which installs it
+CODEX = Path(__file__).resolve().parents[1] / ".ci" / "codex" / "node_modules" / ".bin" / "codex"
+PROVIDERS = ["openai", "anthropic", "gemini", "compat"]
+UPSTREAM_PATHS = {
+    "openai": ("/v1/responses",),
+    "anthropic": ("/v1/messages",),
+    "compat": ("/v1/chat/completions",),
+    "gemini": (":streamGenerateContent", ":generateContent"),
+}
+RUN_TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def codex() -> Path:
+    """The pinned Codex CLI; under CI=true its absence fails instead of skipping."""
+    problem = None
+    if not os.access(CODEX, os.X_OK) or shutil.which("node") is None:
+        problem = f"Codex CLI is not installed at {CODEX} (or Node is missing)"
+    else:
+        version = subprocess.run([str(CODEX), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        if version != f"codex-cli {CODEX_VERSION}":
+            problem = f"{CODEX} is {version!r}, not Codex CLI {CODEX_VERSION}"
+    if problem:
+        problem += ": `bash .ci/run` installs it (npm install --prefix .ci/codex @openai/codex)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return CODEX
+
+
+def run_codex(codex: Path, base_url: str, token: str, model: str, prompt: str, tmp: Path, config: str = "") -> subprocess.CompletedProcess:
+    """`codex exec --json prompt` with a fresh CODEX_HOME whose only provider is the gateway."""
+    home, work = tmp / "codex-home", tmp / "work"
+    for d in (home, work):
+        d.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'model = "{model}"\nmodel_provider = "aigw"\n{config}\n'
+        "[model_providers.aigw]\n"
+        f'name = "aigw"\nbase_url = "{base_url}"\nenv_key = "AIGW_TOKEN"\nwire_api = "responses"\n'
+        "request_max_retries = 0\nstream_max_retries = 0\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(tmp),
+        "CODEX_HOME": str(home),
+        "AIGW_TOKEN": token,
+        "LANG": "C.UTF-8",
+    }
+    args = [
+        str(codex), "exec", "--json", "--skip-git-repo-check", "--ephemeral",
+        "--dangerously-bypass-approvals-and-sandbox", "-C", str(work), prompt,
+    ]  # fmt: skip
+    try:
+        return subprocess.run(args, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        out, err = (x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (exc.stdout, exc.stderr))
+        pytest.fail(f"codex exec did not finish in {RUN_TIMEOUT}s\nstdout:\n{out[-4000:]}\nstderr:\n{err[-4000:]}")
+
+
+def events(proc: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def describe(proc: subprocess.CompletedProcess, gateway=None) -> str:
+    parts = [f"exit {proc.returncode}", f"stdout:\n{proc.stdout[-4000:]}", f"stderr:\n{proc.stderr[-4000:]}"]
+    if gateway is not None:
+        parts.append(f"gateway log (tail):\n{gateway.log()[-4000:]}")
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_codex_runs_a_shell_command_through_the_gateway(codex, gateway, fake_upstream, tmp_path, provider):
+    marker = f"aigw-codex-{provider}-{uuid.uuid4().hex[:8]}"
+    prompt = f'Print the marker. [[tool exec_command {json.dumps({"cmd": f"echo {marker}"})}]]'
+    proc = run_codex(codex, gateway.url + "/codex/v1", gateway.admin_token, provider, prompt, tmp_path)
+    report = describe(proc, gateway)
+    assert proc.returncode == 0, report
+    seen = events(proc)
+    commands = [e["item"] for e in seen if e.get("type") == "item.completed" and e["item"].get("type") == "command_execution"]
+    assert commands and marker in commands[0].get("aggregated_output", ""), report
+    messages = [e["item"]["text"] for e in seen if e.get("type") == "item.completed" and e["item"].get("type") == "agent_message"]
+    assert messages and "tool said: " in messages[-1] and marker in messages[-1], report
+    assert metadata_warnings(seen), report  # what the README's model catalog silences
+
+    recorded = [r for r in fake_upstream.requests if marker in json.dumps(r["json"])]
+    assert len(recorded) >= 2 and all(r["path"].endswith(UPSTREAM_PATHS[provider]) for r in recorded), report
+    upstream_model = PROVIDER_DESTINATIONS[provider]["model"]
+    for r in recorded:
+        assert r["json"].get("model") == upstream_model or f"/models/{upstream_model}:" in r["path"], report
+        assert gateway.admin_token not in json.dumps(r["headers"]), "the gateway token went upstream"
+
+
+def metadata_warnings(seen: list[dict]) -> list[str]:
+    return [
+        e["item"]["message"] for e in seen
+        if e.get("type") == "item.completed" and e["item"].get("type") == "error" and "Model metadata for" in e["item"]["message"]
+    ]  # fmt: skip
+
+
+def test_a_model_catalog_silences_the_unknown_model_warning(codex, gateway, tmp_path):
+    """The README's recipe, as written there: Codex's bundled catalog plus its first model copied
+    under the endpoint's name, named by `model_catalog_json`."""
+    bundled = subprocess.run([str(codex), "debug", "models", "--bundled"], capture_output=True, text=True, timeout=60, env={
+        "PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "CODEX_HOME": str(tmp_path),
+    })  # fmt: skip
+    catalog = json.loads(bundled.stdout)
+    catalog["models"].append(dict(catalog["models"][0], slug="demo", display_name="demo", context_window=200000))
+    (tmp_path / "aigw-models.json").write_text(json.dumps(catalog))
+    config = f'model_catalog_json = "{tmp_path / "aigw-models.json"}"'
+    proc = run_codex(codex, gateway.url + "/codex/v1", gateway.admin_token, "demo", "Say hello", tmp_path, config)
+    seen = events(proc)
+    assert proc.returncode == 0 and any(e.get("type") == "turn.completed" for e in seen), describe(proc, gateway)
+    assert not metadata_warnings(seen), describe(proc, gateway)
