@@ -187,17 +187,59 @@ def test_workers_share_a_redis_limit_exactly(fake_upstream):
         with ThreadPoolExecutor(limit + extra) as pool:  # fresh connections at once: both workers take some
             statuses = list(pool.map(lambda _: _chat(gateway, endpoint).status_code, range(limit + extra)))
         assert sorted(statuses) == [200] * limit + [429] * extra
-        # /metrics counts the requests of the process that answers the scrape: strictly between
-        # none and all of them, so the other worker served the rest.
-        served = _requests_counted(gateway)
-        assert 0 < served < limit + extra, f"one worker took every request ({served}): the test proves nothing"
+        # Each worker's share, from /metrics (which answers for both): strictly between none and all.
+        per_worker = _metric_when(gateway, "aigw_worker_requests_total", lambda counts: sum(counts.values()) == limit + extra)
+        assert len(per_worker) == 2 and all(0 < n < limit + extra for n in per_worker.values()), per_worker
     finally:
         cleanup(gateway)
 
 
-def _requests_counted(gateway: GatewayProcess) -> float:
+def _metric(gateway: GatewayProcess, name: str) -> dict[str, float]:
+    """Every sample of `name` in one scrape of /metrics: labels -> value."""
     text = requests.get(gateway.url + "/metrics", timeout=10).text
-    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith("aigw_requests_total{"))
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, _, value = line[len(name) :].rpartition(" ")
+            samples[labels] = float(value)
+    return samples
+
+
+def _metric_when(gateway: GatewayProcess, name: str, ready: Any, timeout: float = 10.0) -> dict[str, float]:
+    """`_metric` once `ready(samples)` holds (workers publish their counts every second)."""
+    deadline = time.monotonic() + timeout
+    while not ready(samples := _metric(gateway, name)):
+        assert time.monotonic() < deadline, f"{name} never got there: {samples}"
+        time.sleep(0.2)
+    return samples
+
+
+def test_metrics_count_every_worker_and_survive_a_killed_one(fake_upstream):
+    """Whichever worker a scrape reaches, /metrics has the requests of all, and a killed worker's
+    counts stay in (counters never go down)."""
+    gateway = start_gateway(_config(fake_upstream.url, {"chat": "m"}), args=["--workers", "2"])
+    try:
+        with ThreadPoolExecutor(8) as pool:  # fresh connections at once: both workers take some
+            assert all(s == 200 for s in pool.map(lambda _: _chat(gateway, "chat").status_code, range(24)))
+        total = lambda samples: sum(samples.values())  # noqa: E731
+        per_worker = _metric_when(gateway, "aigw_worker_requests_total", lambda s: total(s) == 24)
+        assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
+        for _ in range(10):  # every scrape, whichever worker answers it
+            assert total(_metric(gateway, "aigw_requests_total")) == 24
+
+        victim = min(_children(gateway.process.pid))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while victim in (now := _children(gateway.process.pid)) or len(now) < 2:
+            assert time.monotonic() < deadline, f"no worker restarted: {now}\n{gateway.log()[-2000:]}"
+            time.sleep(0.05)
+        for _ in range(10):
+            assert total(_metric(gateway, "aigw_requests_total")) == 24, gateway.log()[-2000:]
+        assert all(_chat(gateway, "chat").status_code == 200 for _ in range(6))
+        _metric_when(gateway, "aigw_requests_total", lambda s: total(s) == 30)
+        assert total(_metric(gateway, "aigw_worker_requests_total")) == 30
+    finally:
+        cleanup(gateway)
 
 
 def test_a_killed_worker_is_restarted_and_sigterm_ends_them_all(fake_upstream):
@@ -315,7 +357,8 @@ def test_durable_records_of_every_worker_survive_kill_9():
 
         with ThreadPoolExecutor(16) as pool:
             assert list(pool.map(one, range(REQUESTS))) == [200] * REQUESTS
-        assert 0 < _requests_counted(gateway) < REQUESTS  # both workers answered some
+        per_worker = _metric_when(gateway, "aigw_worker_requests_total", lambda counts: sum(counts.values()) == REQUESTS)
+        assert all(0 < n < REQUESTS for n in per_worker.values()), per_worker  # both workers answered some
         for pid in _children(gateway.process.pid):  # workers first: a dying parent would stop them gently
             os.kill(pid, signal.SIGKILL)
         gateway.process.kill()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import time
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,6 +31,7 @@ from aigw.readiness import Readiness
 from aigw.recording.metrics import UsageMetrics
 from aigw.recording.records import Record
 from aigw.recording.retention import RetentionJob
+from aigw.recording.shared_metrics import SharedMetrics
 from aigw.recording.writer import RecordWriter
 from aigw.reload import ReloadSource, effective, one_line, unshared_limits
 from aigw.routing import DEMO_ENDPOINT, Router
@@ -76,6 +78,8 @@ class Gateway:
             RecordingStore(store.engine), settings.data_path() / "spill", observe=self.metrics.observe,
             durable=self.records_durable,
         )
+        self.shared_metrics: SharedMetrics | None = None  # one worker of several: see share_metrics
+        self._publishing: asyncio.Task | None = None
         self.agent = AgentRuntime(settings, store.engine)
         self.retention = RetentionJob(settings.retention, store.engine)
         self.cors, self.readiness = self._per_configuration(settings, self.limiter)
@@ -95,6 +99,16 @@ class Gateway:
         self._unknown_path_renderers = [(p, s.error_response) for s in surfaces for p in s.path_prefixes]
         self._fallback_renderer: ErrorRenderer = surfaces[0].error_response
 
+    def share_metrics(self, directory: Path, worker: int) -> None:
+        """As worker `worker` of `serve --workers N`: /metrics answers for every worker (see
+        aigw.recording.shared_metrics)."""
+        self.shared_metrics = SharedMetrics(directory, worker, self.metrics, self.records.stats)
+
+    async def render_metrics(self) -> str:
+        if self.shared_metrics is not None:
+            return await self.shared_metrics.render()
+        return self.metrics.render(self.records.stats())
+
     def _is_endpoint(self, name: str) -> bool:
         return self.router is not None and name in self.router.endpoints
 
@@ -108,6 +122,8 @@ class Gateway:
         await self.limiter.start()
         await self.records.start()
         self.retention.start()
+        if self.shared_metrics is not None:
+            self._publishing = asyncio.create_task(self.shared_metrics.run())
 
     async def reload(self) -> bool:
         """Re-read the configuration (SIGHUP; see aigw.reload). A bad file is refused and the running
@@ -163,6 +179,9 @@ class Gateway:
         await self.retention.stop()
         await self.agent.close()
         await self.records.close()
+        if self._publishing is not None:
+            self._publishing.cancel()  # publishes the final counts as it ends
+            await asyncio.gather(self._publishing, return_exceptions=True)
         await self.limiter.close()
         await self.auth.stop()
         if self._client is not None:

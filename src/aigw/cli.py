@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +111,7 @@ def serve(
         http_server.run(Gateway(settings, store, reload_from=reload_from), host, port, on_listening=listening, **limits)
         return
     from aigw.http.workers import WorkerStart, bind_sockets, supervise
+    from aigw.recording.shared_metrics import fold_ended
     from aigw.reload import effective, one_line
 
     store.close()  # each worker opens its own; nothing but the sockets cross the fork
@@ -133,14 +136,21 @@ def serve(
         current[0] = settings
         return True
 
-    def serve_worker(start: WorkerStart) -> None:
-        _serve_worker(start, current[0], reload_from, host, port, limits)
+    metrics = Path(tempfile.mkdtemp(prefix="aigw-metrics-"))  # where workers publish their counts
 
-    sys.exit(supervise(sockets, serve_worker, reload))
+    def serve_worker(start: WorkerStart) -> None:
+        _serve_worker(start, current[0], reload_from, host, port, limits, metrics)
+
+    try:
+        status = supervise(sockets, serve_worker, reload, ended=lambda pid: fold_ended(metrics, pid))
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+    sys.exit(status)
 
 
 def _serve_worker(
     start: WorkerStart, settings: Settings, reload_from: ReloadSource, host: str, port: int, limits: dict[str, Any],
+    metrics: Path,
 ) -> None:  # fmt: skip
     """One worker process of `serve --workers N` (see aigw.http.workers): its own store connection,
     record writer and event loop, on the socket the supervisor bound for it."""
@@ -150,6 +160,7 @@ def _serve_worker(
     from aigw.http import server as http_server
 
     gateway = Gateway(settings, _open_store(settings), reload_from=reload_from)
+    gateway.share_metrics(metrics, start.index)
     pending: list[asyncio.Task] = []
 
     def listening() -> None:

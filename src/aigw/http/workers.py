@@ -97,11 +97,13 @@ def bind_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[
 
 
 def supervise(
-    sockets: list[socket.socket], serve_worker: Callable[[WorkerStart], None], reload: Callable[[], bool] | None = None
+    sockets: list[socket.socket], serve_worker: Callable[[WorkerStart], None], reload: Callable[[], bool] | None = None,
+    ended: Callable[[int], None] | None = None,
 ) -> int:
     """Run `serve_worker` in one forked process per socket until SIGTERM/SIGINT; the exit status.
     On SIGHUP, `reload()` (in the parent) checks the configuration and keeps it for the workers it
-    starts from then on: only if it returns true is the signal forwarded to the running workers."""
+    starts from then on: only if it returns true is the signal forwarded to the running workers.
+    `ended(pid)` is called for each worker that has exited, before its successor starts."""
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     slots = [_Slot(i) for i in range(len(sockets))]
     for slot in slots:
@@ -113,6 +115,11 @@ def supervise(
             slot = next((s for s in slots if s.pid == pid), None)
             if slot is None:
                 continue
+            if ended is not None:
+                try:
+                    ended(pid)
+                except Exception:
+                    log.exception("after worker %d (pid %d) ended", slot.index, pid)
             if stopping:
                 slot.pid = None
                 continue

@@ -99,9 +99,9 @@ class UsageMetrics:
         if record.output_tokens:
             series.output_tokens += record.output_tokens
 
-    def _add(self, key: tuple[str, str | None]) -> _Series:
+    def _add(self, key: tuple[str, str | None], vetted: bool = False) -> _Series:
         """A new series, on first sight of a pair (so the predicate is off the hot path)."""
-        if not self._is_endpoint(key[0]):
+        if not vetted and not self._is_endpoint(key[0]):
             key = (UNKNOWN_ENDPOINT_LABEL, None)
             existing = self._series.get(key)
             if existing is not None:
@@ -114,14 +114,42 @@ class UsageMetrics:
         series = self._series[key] = _Series()
         return series
 
+    # -- several processes (aigw.recording.shared_metrics) -------------------------------------------
+
+    def snapshot(self) -> list[list]:
+        """Every series as plain data (JSON-ready), for another process to add to its own view."""
+        return [
+            [e, d, s.requests, s.errors, s.latency.counts, s.latency.total, s.overhead.counts, s.overhead.total,
+             s.input_tokens, s.output_tokens]
+            for (e, d), s in self._series.items()
+        ]  # fmt: skip
+
+    def add(self, snapshot: list[list]) -> None:
+        """Add another process's `snapshot()` to these counts (its labels were already vetted there)."""
+        for e, d, requests, errors, latency, latency_total, overhead, overhead_total, input_tokens, output_tokens in snapshot:
+            key = (str(e), None if d is None else str(d))
+            series = self._series.get(key)
+            if series is None:
+                series = self._add(key, vetted=True)
+            series.requests = [a + int(b) for a, b in zip(series.requests, requests)]
+            series.errors += int(errors)
+            for histogram, counts, total in ((series.latency, latency, latency_total), (series.overhead, overhead, overhead_total)):
+                histogram.counts = [a + int(b) for a, b in zip(histogram.counts, counts)]
+                histogram.total += float(total)
+            series.input_tokens += int(input_tokens)
+            series.output_tokens += int(output_tokens)
+
+    def requests(self) -> int:
+        return sum(sum(s.requests) for s in self._series.values())
+
     # -- exposition ---------------------------------------------------------------------------------
 
-    def render(self, writer: WriterStats | None = None) -> str:
-        """The Prometheus text exposition (format 0.0.4) of every metric, and the record writer's
-        counters when given."""
-        return "".join(self._lines(writer))
+    def render(self, writer: WriterStats | None = None, workers: dict[int, int] | None = None) -> str:
+        """The Prometheus text exposition (format 0.0.4) of every metric, the record writer's counters
+        when given, and with several worker processes each one's request count."""
+        return "".join(self._lines(writer, workers))
 
-    def _lines(self, writer: WriterStats | None) -> Iterator[str]:
+    def _lines(self, writer: WriterStats | None, workers: dict[int, int] | None = None) -> Iterator[str]:
         items = sorted(self._series.items(), key=lambda item: (item[0][0], item[0][1] or ""))
         labelled = [(f'endpoint="{_escape(e)}",destination="{_escape(d or "")}"', s) for (e, d), s in items]
 
@@ -149,6 +177,10 @@ class UsageMetrics:
             yield f"aigw_output_tokens_total{{{labels}}} {s.output_tokens}\n"
         if writer is not None:
             yield from _writer_lines(writer)
+        if workers:
+            yield from _header("aigw_worker_requests_total", "counter", "Requests answered by each worker process.")
+            for index, count in sorted(workers.items()):
+                yield f'aigw_worker_requests_total{{worker="{index}"}} {count}\n'
 
 
 def _writer_lines(stats: WriterStats) -> Iterator[str]:

@@ -30,7 +30,7 @@ class AdminSurface(Surface):
 
     async def metrics(self, request: Request, send: Send) -> None:
         """Unauthenticated, as Prometheus scrapes: counts and latencies by endpoint, no payloads."""
-        text = self.gateway.metrics.render(self.gateway.records.stats())
+        text = await self.gateway.render_metrics()
         await send_body(send, 200, text.encode(), METRICS_HEADERS)
 
     async def usage(self, request: Request, send: Send) -> None:
