@@ -103,6 +103,15 @@ def test_namespaced_calls_round_trip_to_the_same_flat_names() -> None:
     assert [(m.tool_call_id, m.name) for m in request.messages[2:]] == [(c["id"], c["name"]) for c in model_calls]
 
 
+def test_echoed_namespace_functions_have_strict() -> None:
+    case = load("response_namespace.in.json")
+    tools = wire.encode_response(msgspec.convert(case["response"], ChatResponse), case["body"])["tools"]
+    members = [m for t in tools if t["type"] == "namespace" for m in t["tools"] if m["type"] == "function"]
+    assert [(m["name"], m["strict"], m["description"]) for m in members] == [
+        ("close_agent", False, "Close an agent."), ("search_documents", None, None),
+    ]
+
+
 def test_a_stream_never_shows_a_flat_name() -> None:
     case = load("stream_namespace.in.json")
     events = msgspec.convert(case["events"], list[wire_stream.StreamEvent])  # type: ignore[attr-defined]

@@ -555,15 +555,24 @@ def _dict(body: dict[str, Any], key: str) -> dict[str, Any]:
 
 def echoed_tools(tools: Any) -> list[Any]:
     """The request's tools as a Response lists them: a function tool always has `description`,
-    `parameters` and `strict` (null where the client gave none), as the Open Responses schema says."""
+    `parameters` and `strict` (null where the client gave none), as the Open Responses schema says;
+    so does each function in a namespace."""
     if not isinstance(tools, list):
         return []
-    return [
-        {**tool, "description": tool.get("description"), "parameters": tool.get("parameters"),
-         "strict": tool["strict"] if isinstance(tool.get("strict"), bool) else None}
-        if isinstance(tool, dict) and tool.get("type") == "function" else tool
-        for tool in tools
-    ]  # fmt: skip
+    return [_echoed_tool(tool) for tool in tools]
+
+
+def _echoed_tool(tool: Any) -> Any:
+    if not isinstance(tool, dict):
+        return tool
+    if tool.get("type") == "namespace" and isinstance(tool.get("tools"), list):
+        return {**tool, "tools": [_echoed_tool(member) for member in tool["tools"]]}
+    if tool.get("type") != "function":
+        return tool
+    return {
+        **tool, "description": tool.get("description"), "parameters": tool.get("parameters"),
+        "strict": tool["strict"] if isinstance(tool.get("strict"), bool) else None,
+    }  # fmt: skip
 
 
 def build_response(
