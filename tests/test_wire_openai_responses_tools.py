@@ -12,7 +12,7 @@ import msgspec
 import orjson
 import pytest
 
-from aigw.canonical import ChatResponse, ToolChoice
+from aigw.canonical import ChatResponse, StreamEvent, ToolChoice
 from aigw.errors import GatewayError
 from aigw.wire import openai_responses as wire
 from aigw.wire import openai_responses_stream as wire_stream
@@ -114,7 +114,7 @@ def test_echoed_namespace_functions_have_strict() -> None:
 
 def test_a_stream_never_shows_a_flat_name() -> None:
     case = load("stream_namespace.in.json")
-    events = msgspec.convert(case["events"], list[wire_stream.StreamEvent])  # type: ignore[attr-defined]
+    events = msgspec.convert(case["events"], list[StreamEvent])
     encoder = wire_stream.StreamEncoder(case["body"])
     data = b"".join(encoder.encode(e) for e in events) + encoder.finish()
     assert b"multi_agent_v1__" not in data and b"fc33beb01b" not in data
