@@ -445,6 +445,18 @@ def test_client_and_hosted_calls_in_one_turn(client):
     assert second.output_text == "tool said: 3 | found"  # the model sees both results of its turn
 
 
+def test_a_namespaced_client_tool_is_not_taken_for_a_hosted_one(client):
+    """A client tool in a namespace (Codex's shape) may share its bare name with a hosted function:
+    the model's call to it (a flat name for a translated destination) is the client's to run."""
+    namespace = {"type": "namespace", "name": "calc", "description": "Client math.", "tools": [
+        {"type": "function", "name": "add_numbers", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+    ]}  # fmt: skip
+    tools = [{"type": "hosted_function", "name": "add_numbers"}, namespace]
+    response = client.responses.create(model="anthropic", input='[[tool calc__add_numbers {"a": 1}]]', tools=tools)
+    assert [(i.type, i.namespace, i.name) for i in response.output] == [("function_call", "calc", "add_numbers")]
+    assert response.status == "completed"  # waiting for the client's output, nothing run by the gateway
+
+
 def test_turn_limit_ends_incomplete(client):
     response = client.responses.create(model="anthropic", input='[[tool again {"name": "again"}]]', tools=[{"type": "hosted_function", "name": "again"}])
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_turns"

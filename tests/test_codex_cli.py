@@ -1,15 +1,34 @@
-"""Codex CLI (`codex exec`, the real CLI) end to end through the gateway's /codex/v1 surface, once per
-provider kind behind it: `openai` (the Responses API passed through) and `anthropic`, `gemini`,
-`compat` (translated to their chat APIs).
+"""Codex CLI (`codex exec`, the real CLI) end to end through the gateway's /codex/v1 surface:
 
-The fake upstream is steered by a directive in the prompt (tests/fakes/scenario.py): it answers
-`[[tool exec_command {"cmd": "echo <marker>"}]]` with a real call of Codex's shell tool, Codex runs
-it and sends the output back as a function_call_output, and the fake answers `tool said: <output>`.
+* a shell command, once per provider kind behind it: `openai` (the Responses API passed through) and
+  `anthropic`, `gemini`, `compat` (translated to their chat APIs). The fake upstream is steered by a
+  directive in the prompt (tests/fakes/scenario.py): it answers `[[tool exec_command {"cmd": "echo
+  <marker>"}]]` with a real call of Codex's shell tool, Codex runs it and sends the output back as a
+  function_call_output, and the fake answers `tool said: <output>`;
+* its `namespace` tools, to destinations without the Responses API: they reach the provider
+  flattened, the provider's model calls one by its flat name (`[[tool multi_agent_v1__close_agent
+  {"target": "agent_x"}]]`), Codex runs its real close_agent, which refuses the id ("invalid agent id
+  agent_x"), sends the call back in namespace form, and the provider sees the same flat name in the
+  history;
+* the README's model catalog, which silences Codex's warning about a model it has no metadata for.
 
-What Codex 0.171.0 sends (observed against the gateway): `POST {base_url}/responses` with
-`authorization: Bearer $AIGW_TOKEN`, `"stream": true`, `"store": false`, the whole conversation
-in `input` on every turn (no previous_response_id), `include: ["reasoning.encrypted_content"]`,
-function tools (`exec_command`, ...), a custom (free-form) `apply_patch` tool, and namespace tools.
+What Codex CLI 0.171.0 sends (recorded with a local server in OpenAI's place; a trimmed copy is
+tests/golden/openai_responses/decode_codex_namespace.in.json):
+
+* `POST {base_url}/responses`, `"stream": true`, `store: false`, `include:
+  ["reasoning.encrypted_content"]`, `prompt_cache_key`, `client_metadata`, headers `originator:
+  codex_exec`, `session-id`, `thread-id`, `x-codex-turn-metadata`, `accept-encoding: zstd,gzip`,
+  `authorization: Bearer $AIGW_TOKEN`; the whole conversation in `input` on every turn (no
+  previous_response_id). No other request in a one-call run.
+* For `gpt-5.1-codex` the tools are exec_command, write_stdin, request_user_input, view_image, a
+  `namespace` `multi_agent_v1` ("Tools for spawning and managing sub-agents.") holding close_agent,
+  resume_agent, send_input, spawn_agent and wait_agent, then get_goal, create_goal, update_goal and a
+  hosted `web_search`. (Other model names get other sets: `gpt-5.5` gets no namespace but a
+  client-run `tool_search`; `--enable multi_agent_v2` makes the namespace `collaboration`; a name
+  Codex does not know gets its fallback set, with no namespace.)
+* A call to a namespace's function is expected as `{"type": "function_call", "name":
+  "close_agent", "namespace": "multi_agent_v1", ...}` and sent back exactly so on the next turn,
+  with its `id` and `status`, followed by the `function_call_output`.
 """
 
 from __future__ import annotations
@@ -21,9 +40,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pytest
+from collections.abc import Iterator
 
-from tests.conftest import PROVIDER_DESTINATIONS
+import pytest
+import yaml
+
+from tests.conftest import PROVIDER_DESTINATIONS, SECRETS
+from tests.gateway_process import GatewayProcess, cleanup, start_gateway
 
 CODEX_VERSION = "0.171.0"  # keep in step with .ci/run, which installs it
 CODEX = Path(__file__).resolve().parents[1] / ".ci" / "codex" / "node_modules" / ".bin" / "codex"
@@ -34,6 +57,8 @@ UPSTREAM_PATHS = {
     "compat": ("/v1/chat/completions",),
     "gemini": (":streamGenerateContent", ":generateContent"),
 }
+NAMESPACED_MODEL = "gpt-5.1-codex"  # a model name Codex gives the multi_agent_v1 namespace
+NAMESPACED = [f"multi_agent_v1__{n}" for n in ("close_agent", "resume_agent", "send_input", "spawn_agent", "wait_agent")]
 RUN_TIMEOUT = 120
 
 
@@ -138,3 +163,54 @@ def test_a_model_catalog_silences_the_unknown_model_warning(codex, gateway, tmp_
     seen = events(proc)
     assert proc.returncode == 0 and any(e.get("type") == "turn.completed" for e in seen), describe(proc, gateway)
     assert not metadata_warnings(seen), describe(proc, gateway)
+
+
+# -- namespace tools --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["anthropic", "gemini", "compat"])
+def provider_gateway(request, fake_upstream) -> Iterator[tuple[str, GatewayProcess]]:
+    """A gateway whose endpoint is named like the Codex model, routed to one provider."""
+    destination = {k: v.replace("{fake}", fake_upstream.url) for k, v in PROVIDER_DESTINATIONS[request.param].items()}
+    config = {"endpoints": [{"name": NAMESPACED_MODEL, "task": ["chat"], "destinations": [destination]}]}
+    process = start_gateway(yaml.safe_dump(config, sort_keys=False), env=SECRETS)
+    try:
+        yield request.param, process
+    finally:
+        cleanup(process)
+
+
+def tool_names(provider: str, body: dict) -> list[str]:
+    if provider == "compat":
+        return [t["function"]["name"] for t in body["tools"]]
+    if provider == "anthropic":
+        return [t["name"] for t in body["tools"]]
+    return [d["name"] for t in body["tools"] for d in t["functionDeclarations"]]
+
+
+def last_call_and_result(provider: str, body: dict) -> tuple[str, str]:
+    """The name of the last assistant turn's call, and the text of the result that follows it."""
+    if provider == "compat":
+        return body["messages"][-2]["tool_calls"][0]["function"]["name"], body["messages"][-1]["content"]
+    if provider == "anthropic":
+        return body["messages"][-2]["content"][0]["name"], body["messages"][-1]["content"][0]["content"]
+    response = body["contents"][-1]["parts"][0]["functionResponse"]
+    return body["contents"][-2]["parts"][0]["functionCall"]["name"], response["response"]["result"]
+
+
+def test_codex_runs_a_namespaced_tool_through_a_translated_destination(codex, provider_gateway, fake_upstream, tmp_path):
+    provider, gateway = provider_gateway
+    fake_upstream.clear()
+    prompt = 'Close the agent. [[tool multi_agent_v1__close_agent {"target": "agent_x"}]]'
+    proc = run_codex(codex, gateway.url + "/codex/v1", gateway.admin_token, NAMESPACED_MODEL, prompt, tmp_path)
+    recorded = [r for r in fake_upstream.requests if "multi_agent_v1__close_agent" in json.dumps(r["json"])]
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}\ngateway:\n{gateway.log()[-3000:]}"
+    assert proc.returncode == 0, report
+    assert "tool said: invalid agent id agent_x" in proc.stdout, report  # Codex ran its own close_agent
+    assert len(recorded) == 2, report
+    first, second = (r["json"] for r in recorded)
+    names = tool_names(provider, first)
+    assert [n for n in names if n.startswith("multi_agent_v1")] == NAMESPACED and "web_search" not in names, names
+    call, result = last_call_and_result(provider, second)
+    assert call == "multi_agent_v1__close_agent" and result.startswith("invalid agent id agent_x"), second
+    assert tool_names(provider, second) == names

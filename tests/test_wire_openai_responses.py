@@ -74,7 +74,12 @@ def stream_case(name: str) -> tuple[dict[str, Any], list[StreamEvent]]:
 
 # --- requests ------------------------------------------------------------------------------------
 
-DECODE_GOLDENS = ["decode_text", "decode_multi_turn", "decode_media", "decode_custom_tool", "decode_codex"]
+# decode_codex_namespace.in.json: a request Codex CLI 0.171.0 sent (`codex exec -m gpt-5.1-codex`, recorded
+# by a local server standing in for OpenAI; long texts cut), its second turn after the model called
+# multi_agent_v1's close_agent: the namespace tool, and the call sent back with its `namespace`.
+DECODE_GOLDENS = [
+    "decode_text", "decode_multi_turn", "decode_media", "decode_custom_tool", "decode_codex", "decode_codex_namespace",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", DECODE_GOLDENS)
@@ -146,7 +151,6 @@ def test_custom_tool_calls_map_to_input_arguments() -> None:
     ("choice", "expected", "names"),
     [
         ("none", ToolChoice(mode="none"), ["a", "b"]),
-        ({"type": "web_search"}, None, ["a", "b"]),
         ({"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]}, ToolChoice(mode="required"), ["b"]),
     ],
 )
@@ -241,6 +245,12 @@ def test_validate_request_400_names_the_field(body: Any, param: str | None) -> N
         (_body(text={"format": {"type": "xml"}}), "text.format.type"),
         (_body(reasoning={"effort": 5}), "reasoning.effort"),
         (_body(tools=[{"type": "function", "name": "f", "parameters": "{}"}]), "tools[0].parameters"),
+        # A forced call no canonical tool can answer: hosted tools are dropped for this destination.
+        (_body(tools=[{"type": "web_search"}], tool_choice={"type": "web_search"}), "tool_choice.type"),
+        (_body(tools=[{"type": "web_search"}], tool_choice="required"), "tool_choice"),
+        (_body(tools=[{"type": "function", "name": "f"}], tool_choice={"type": "function", "name": "g"}), "tool_choice"),
+        (_body(tools=[{"type": "web_search"}, {"type": "function", "name": "f"}],
+               tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "web_search"}]}), "tool_choice"),
     ],
 )
 def test_decode_request_400_names_the_field(body: Any, param: str) -> None:
@@ -263,7 +273,7 @@ def test_orphan_output_400_names_the_call_id() -> None:
 # --- responses -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["response_tools", "response_length"])
+@pytest.mark.parametrize("name", ["response_tools", "response_length", "response_namespace"])
 def test_encode_response_golden(name: str, fixed_ids: None) -> None:
     case = load(f"{name}.in.json")
     body = wire.encode_response(msgspec.convert(case["response"], ChatResponse), case["body"])
@@ -367,7 +377,7 @@ def test_signatures_of_unknown_origin_are_left_out_and_each_signer_gets_its_carr
 
 # --- streams -------------------------------------------------------------------------------------
 
-STREAM_GOLDENS = ["stream_text", "stream_reasoning", "stream_tools", "stream_length"]
+STREAM_GOLDENS = ["stream_text", "stream_reasoning", "stream_tools", "stream_length", "stream_namespace"]
 
 
 @pytest.mark.parametrize("name", STREAM_GOLDENS)

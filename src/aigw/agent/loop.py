@@ -213,7 +213,8 @@ def _in_progress(item: Item) -> Item:
 
 
 def _is_hosted_call(item: Item, hosted: Toolbox) -> bool:
-    return item.get("type") == "function_call" and item.get("name") in hosted.hosted
+    # A call in a namespace is to the client's tool, whatever its bare name.
+    return item.get("type") == "function_call" and item.get("namespace") is None and item.get("name") in hosted.hosted
 
 
 def _ending(result: TurnResult, response: dict[str, Any]) -> None:

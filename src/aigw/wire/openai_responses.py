@@ -19,11 +19,14 @@ custom tool calls) form ONE canonical assistant message, so providers see parall
     item_reference                                              -> 400: needs stored items
     hosted tools' items (web_search_call, ...)                  -> dropped (the server's business)
 
-A custom tool (free-form text input, as Codex CLI's apply_patch) becomes a function tool taking one
-string, `{"input": ...}`; `encode_response` and `StreamEncoder` turn calls to it back into
-`custom_tool_call` items, by the names of the custom tools in the request body. Hosted tools
-(web_search, file_search, mcp, ...) are dropped from the canonical request; they stay in the raw body
-for pass-through. Responses-only fields (store, include, prompt_cache_key, text, reasoning, ...) go to
+Tools are translated in aigw.wire.openai_responses_tools: a custom tool (free-form text input, as
+Codex CLI's apply_patch) becomes a function tool taking one string, `{"input": ...}`; each function
+of a namespace (Codex CLI's multi_agent_v1) a function tool under a flat name, `multi_agent_v1__
+close_agent`; hosted tools (web_search, file_search, mcp, ...) are dropped from the canonical
+request (they stay in the raw body for pass-through). `encode_response` and `StreamEncoder` turn
+calls back into what the Responses API emits, `custom_tool_call` items and items with a
+`namespace`, by the request body's tools (`ToolNames`); a namespaced call in the input goes back to
+its flat name. Responses-only fields (store, include, prompt_cache_key, text, reasoning, ...) go to
 `extra`, for a destination that speaks this wire format.
 
 The gateway keeps no state on this path: `previous_response_id` and `conversation` are refused,
@@ -59,7 +62,6 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -69,13 +71,17 @@ import orjson
 
 from aigw.canonical import (
     ChatRequest, ChatResponse, FilePart, FinishReason, ImagePart, Message, Part, Reasoning, ResponseFormat, TextPart,
-    Tool, ToolCall, ToolChoice, Usage,
+    ToolCall, Usage,
 )  # fmt: skip
 from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.wire.openai_chat import encode_error, error_status
+from aigw.wire.openai_responses_tools import (
+    CUSTOM_TOOL_PARAMETERS, NAMED_TOOL_TYPES, TOOL_NAME, ToolNames, decode_tool_choice, decode_tools,
+    validate_namespace, validate_tool_name,
+)  # fmt: skip
 
 __all__ = [
-    "PARAM_NAMES", "WIRE", "decode_request", "decode_usage", "encode_error", "encode_response",
+    "CUSTOM_TOOL_PARAMETERS", "PARAM_NAMES", "TOOL_NAME", "WIRE", "decode_request", "decode_usage", "encode_error", "encode_response",
     "encode_usage", "error_event_fields", "error_status", "failure", "failure_code", "usage_from_event", "validate_request",
 ]  # fmt: skip
 
@@ -103,13 +109,6 @@ STATEFUL_FIELDS = {
 }
 _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", bool: "a boolean", int: "an integer"}
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
-TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-NAMED_TOOL_TYPES = ("function", "custom")
-# A custom tool as a canonical function: its free-form text travels as the one string argument.
-CUSTOM_TOOL_PARAMETERS: dict[str, Any] = {
-    "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"],
-}  # fmt: skip
-TOOL_CHOICE_MODES = ("auto", "none", "required")
 FORMAT_TYPES = ("text", "json_object", "json_schema")
 # Items of hosted tools and server-side state: kept by OpenAI, meaningless to other providers.
 DROPPED_ITEMS = frozenset(
@@ -189,13 +188,9 @@ def _validate_tool(tool: Any, where: str) -> None:
     if not isinstance(kind, str):
         raise invalid(f"Missing required parameter: '{where}.type'.", f"{where}.type")
     if kind in NAMED_TOOL_TYPES:
-        name = tool.get("name")
-        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
-            raise invalid(
-                f"Invalid '{where}.name': {name!r}. Expected a string of 1 to 64 letters, digits, underscores "
-                "or dashes (^[a-zA-Z0-9_-]{1,64}$).",
-                f"{where}.name",
-            )
+        validate_tool_name(tool.get("name"), where)
+    elif kind == "namespace":
+        validate_namespace(tool, where)
 
 
 def _validate_item(item: Any, where: str) -> None:
@@ -225,12 +220,13 @@ def decode_request(body: Any) -> ChatRequest:
     for field, message in STATEFUL_FIELDS.items():
         if body.get(field) is not None:
             raise invalid(message, field)
-    tools = _decode_tools(body.get("tools") or [])
-    tool_choice, tools = _decode_tool_choice(body.get("tool_choice"), tools)
+    names = ToolNames(body.get("tools"))
+    tools = decode_tools(body.get("tools") or [], names)
+    tool_choice, tools = decode_tool_choice(body.get("tool_choice"), tools, names)
     messages: list[Message] = []
     if body.get("instructions"):
         messages.append(Message(role="system", content=[TextPart(text=body["instructions"])]))
-    messages += _InputDecoder().decode(body["input"])
+    messages += _InputDecoder(names).decode(body["input"])
     reasoning = body.get("reasoning") or {}
     effort = reasoning.get("effort")
     _check_type(effort, (str,), "reasoning.effort")
@@ -268,9 +264,11 @@ def _optional_str(item: dict[str, Any], key: str) -> str | None:
 
 class _InputDecoder:
     """Input items -> canonical messages, one pass. Assistant-side items accumulate in `_turn` until
-    an item of another kind ends the turn; tool outputs must answer a call seen earlier."""
+    an item of another kind ends the turn; tool outputs must answer a call seen earlier. A call to a
+    namespace's function goes by its flat canonical name (`names`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: ToolNames) -> None:
+        self._names = names
         self._messages: list[Message] = []
         self._turn: Message | None = None
         self._call_names: dict[str, str] = {}  # call id -> tool name, of the calls seen so far
@@ -332,15 +330,22 @@ class _InputDecoder:
         call = ToolCall(id=call_id, name=name, arguments=arguments, signature=signature, signer=signer)
         self._assistant().tool_calls.append(call)
 
+    def _call_name(self, item: dict[str, Any], where: str) -> str:
+        name, namespace = _required_str(item, "name", where), item.get("namespace")
+        if namespace is None:
+            return name
+        _check_type(namespace, (str,), f"{where}.namespace")
+        return self._names.flat(namespace, name)
+
     def _function_call(self, item: dict[str, Any], where: str) -> None:
         arguments = item.get("arguments")
         if not isinstance(arguments, str):
             arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
-        self._add_call(_required_str(item, "call_id", where), _required_str(item, "name", where), arguments)
+        self._add_call(_required_str(item, "call_id", where), self._call_name(item, where), arguments)
 
     def _custom_tool_call(self, item: dict[str, Any], where: str) -> None:
         text = _required_str(item, "input", where)
-        call_id, name = _required_str(item, "call_id", where), _required_str(item, "name", where)
+        call_id, name = _required_str(item, "call_id", where), self._call_name(item, where)
         self._add_call(call_id, name, custom_arguments(text))
 
     def _tool_output(self, item: dict[str, Any], where: str) -> None:
@@ -461,57 +466,6 @@ def custom_input(arguments: str) -> str:
     return arguments
 
 
-def _decode_tools(tools: list[Any]) -> list[Tool]:
-    """Function and custom tools -> canonical tools; hosted ones are dropped."""
-    out: list[Tool] = []
-    for i, tool in enumerate(tools):
-        kind, where = tool["type"], f"tools[{i}]"
-        description = _optional_str(tool, "description")
-        if kind == "function":
-            parameters = tool.get("parameters")
-            _check_type(parameters, (dict,), f"{where}.parameters")
-            strict = tool.get("strict") if isinstance(tool.get("strict"), bool) else None
-            out.append(Tool(name=tool["name"], description=description, parameters=parameters, strict=strict))
-        elif kind == "custom":
-            description = _custom_description(description, tool.get("format"))
-            out.append(Tool(name=tool["name"], description=description, parameters=CUSTOM_TOOL_PARAMETERS))
-    return out
-
-
-def _custom_description(description: str | None, format: Any) -> str | None:
-    """A custom tool's grammar goes into the description: other models have no other way to see it."""
-    if not isinstance(format, dict) or format.get("type") != "grammar" or not isinstance(format.get("definition"), str):
-        return description
-    grammar = f"The input must follow this {format.get('syntax') or 'formal'} grammar:\n{format['definition']}"
-    return f"{description}\n\n{grammar}" if description else grammar
-
-
-def _decode_tool_choice(choice: Any, tools: list[Tool]) -> tuple[ToolChoice | None, list[Tool]]:
-    """tool_choice -> canonical (None for hosted tool types: the model decides); `allowed_tools`
-    narrows the canonical tools to the ones it names."""
-    if choice is None:
-        return None, tools
-    if isinstance(choice, str):
-        if choice not in TOOL_CHOICE_MODES:
-            raise invalid("Invalid value for 'tool_choice': expected auto, none, required or an object.", "tool_choice")
-        return ToolChoice(mode=choice), tools  # type: ignore[arg-type]
-    kind = choice.get("type")
-    if kind in NAMED_TOOL_TYPES:
-        return ToolChoice(mode="tool", name=_required_str(choice, "name", "tool_choice")), tools
-    if kind == "allowed_tools":
-        mode = choice.get("mode", "auto")
-        if mode not in ("auto", "required"):
-            raise invalid("Invalid value for 'tool_choice.mode': expected auto or required.", "tool_choice.mode")
-        allowed = choice.get("tools")
-        if not isinstance(allowed, list):
-            raise invalid("Missing required parameter: 'tool_choice.tools'.", "tool_choice.tools")
-        names = {t.get("name") for t in allowed if isinstance(t, dict)}
-        return ToolChoice(mode=mode), [t for t in tools if t.name in names]
-    if not isinstance(kind, str):
-        raise invalid("Missing required parameter: 'tool_choice.type'.", "tool_choice.type")
-    return None, tools
-
-
 def _decode_text_format(value: Any) -> ResponseFormat | None:
     if value is None:
         return None
@@ -594,15 +548,6 @@ def response_id(id: str) -> str:
     return id if id.startswith("resp_") else f"resp_{id}" if id else new_id("resp_")
 
 
-def custom_tool_names(body: dict[str, Any]) -> frozenset[str]:
-    tools = body.get("tools")
-    if not isinstance(tools, list):
-        return frozenset()
-    return frozenset(
-        t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str)
-    )
-
-
 def _dict(body: dict[str, Any], key: str) -> dict[str, Any]:
     value = body.get(key)
     return value if isinstance(value, dict) else {}
@@ -610,15 +555,24 @@ def _dict(body: dict[str, Any], key: str) -> dict[str, Any]:
 
 def echoed_tools(tools: Any) -> list[Any]:
     """The request's tools as a Response lists them: a function tool always has `description`,
-    `parameters` and `strict` (null where the client gave none), as the Open Responses schema says."""
+    `parameters` and `strict` (null where the client gave none), as the Open Responses schema says;
+    so does each function in a namespace."""
     if not isinstance(tools, list):
         return []
-    return [
-        {**tool, "description": tool.get("description"), "parameters": tool.get("parameters"),
-         "strict": tool["strict"] if isinstance(tool.get("strict"), bool) else None}
-        if isinstance(tool, dict) and tool.get("type") == "function" else tool
-        for tool in tools
-    ]  # fmt: skip
+    return [_echoed_tool(tool) for tool in tools]
+
+
+def _echoed_tool(tool: Any) -> Any:
+    if not isinstance(tool, dict):
+        return tool
+    if tool.get("type") == "namespace" and isinstance(tool.get("tools"), list):
+        return {**tool, "tools": [_echoed_tool(member) for member in tool["tools"]]}
+    if tool.get("type") != "function":
+        return tool
+    return {
+        **tool, "description": tool.get("description"), "parameters": tool.get("parameters"),
+        "strict": tool["strict"] if isinstance(tool.get("strict"), bool) else None,
+    }  # fmt: skip
 
 
 def build_response(
@@ -687,11 +641,12 @@ def encode_response(response: ChatResponse, body: dict[str, Any]) -> dict[str, A
     text = message.text()
     if text:
         output.append(message_item(new_id("msg_"), text, "incomplete" if incomplete else "completed"))
-    custom = custom_tool_names(body)
+    names = ToolNames(body.get("tools"))
     signatures: dict[str, tuple[str, str]] = {}
     for call in message.tool_calls:
         call_id = call.id or new_id("call_")
-        output.append(call_item(call_id, call.name, call.arguments, call.name in custom, "completed"))
+        namespace, name = names.origin(call.name)
+        output.append(call_item(call_id, name, call.arguments, names.is_custom(call.name), "completed", namespace))
         if call.signature is not None and call.signer is not None:
             signatures[call_id] = (call.signer, call.signature)
     output += [reasoning_item(new_id("rs_"), "", signer, None, None, calls) for signer, calls in by_signer(signatures)]
@@ -741,17 +696,24 @@ def reasoning_item(
     return item
 
 
-def call_item(call_id: str, name: str, arguments: str, custom: bool, status: str) -> dict[str, Any]:
-    """A function_call item, or a custom_tool_call item for a call to a custom tool."""
+def call_item(
+    call_id: str, name: str, arguments: str, custom: bool, status: str, namespace: str | None = None
+) -> dict[str, Any]:
+    """A function_call item, or a custom_tool_call item for a call to a custom tool; a call to a
+    namespace's tool names its namespace, as the Responses API does."""
     if custom:
-        return {
+        item = {
             "id": "ctc_" + call_id.removeprefix("call_"), "type": "custom_tool_call", "status": status,
             "call_id": call_id, "name": name, "input": custom_input(arguments),
         }  # fmt: skip
-    return {
-        "id": "fc_" + call_id.removeprefix("call_"), "type": "function_call", "status": status,
-        "arguments": arguments, "call_id": call_id, "name": name,
-    }  # fmt: skip
+    else:
+        item = {
+            "id": "fc_" + call_id.removeprefix("call_"), "type": "function_call", "status": status,
+            "arguments": arguments, "call_id": call_id, "name": name,
+        }  # fmt: skip
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 # --- usage ---------------------------------------------------------------------------------------

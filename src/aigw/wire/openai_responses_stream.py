@@ -13,18 +13,24 @@ from aigw.canonical import (
 from aigw.errors import GatewayError
 from aigw.http.sse import sse_frame
 from aigw.wire.openai_responses import (
-    INCOMPLETE_REASONS, build_response, by_signer, call_item, custom_input, custom_tool_names, error_event_fields,
-    failure, message_item, new_id, now, output_text_part, reasoning_item, response_id, response_status,
+    INCOMPLETE_REASONS, build_response, by_signer, call_item, custom_input, error_event_fields, failure,
+    message_item, new_id, now, output_text_part, reasoning_item, response_id, response_status,
 )  # fmt: skip
+from aigw.wire.openai_responses_tools import ToolNames
 
 
 class _OpenCall:
-    __slots__ = ("index", "item_id", "call_id", "name", "custom", "arguments")
+    __slots__ = ("index", "item_id", "call_id", "name", "namespace", "custom", "arguments")
 
-    def __init__(self, index: int, call_id: str, name: str, custom: bool) -> None:
-        self.index, self.call_id, self.name, self.custom = index, call_id, name, custom
-        self.item_id = call_item(call_id, name, "", custom, "in_progress")["id"]
+    def __init__(self, index: int, call_id: str, canonical_name: str, names: ToolNames) -> None:
+        self.index, self.call_id = index, call_id
+        self.namespace, self.name = names.origin(canonical_name)
+        self.custom = names.is_custom(canonical_name)
         self.arguments: list[str] = []
+        self.item_id = self.item("", "in_progress")["id"]
+
+    def item(self, arguments: str, status: str) -> dict[str, Any]:
+        return call_item(self.call_id, self.name, arguments, self.custom, status, self.namespace)
 
 
 class StreamEncoder:
@@ -37,12 +43,13 @@ class StreamEncoder:
     order, when another kind of delta or the finish arrives. A signed reasoning item closes on the
     next reasoning text, so each signature keeps the text it signs. A custom tool's input is sent
     whole when its call closes: canonical arguments are JSON, and the input is a string inside it.
-    Only choice 0 is rendered."""
+    A call to a namespace's tool (by its flat canonical name) is rendered with its own name and
+    `namespace` in every item that names it. Only choice 0 is rendered."""
 
     def __init__(self, body: dict[str, Any], *, done_marker: bool = False) -> None:
         self._body = body
         self._done_marker = done_marker
-        self._custom = custom_tool_names(body)
+        self._names = ToolNames(body.get("tools"))
         self._sequence = 0
         self._id = ""
         self._model = ""
@@ -228,11 +235,9 @@ class StreamEncoder:
         call = self._calls.get(event.tool_index)
         if call is None:
             out += self._close_open()
-            name = event.name or ""
-            call = _OpenCall(self._allocate(), event.id or new_id("call_"), name, name in self._custom)
+            call = _OpenCall(self._allocate(), event.id or new_id("call_"), event.name or "", self._names)
             self._calls[event.tool_index] = call
-            item = call_item(call.call_id, call.name, "", call.custom, "in_progress")
-            out += self._event("response.output_item.added", {"output_index": call.index, "item": item})
+            out += self._event("response.output_item.added", {"output_index": call.index, "item": call.item("", "in_progress")})
         if event.signature is not None and event.signer is not None:
             self._call_signatures[call.call_id] = (event.signer, event.signature)
         if event.arguments:
@@ -255,7 +260,7 @@ class StreamEncoder:
                 out += self._event("response.custom_tool_call_input.done", {**where, "input": text})
             else:
                 out += self._event("response.function_call_arguments.done", {**where, "arguments": arguments})
-            out += self._item_done(call.index, call_item(call.call_id, call.name, arguments, call.custom, "completed"))
+            out += self._item_done(call.index, call.item(arguments, "completed"))
         self._calls.clear()
         return out
 

@@ -17,6 +17,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_DIMENSIONS = 65_536  # no embedding model comes near; the demo model has 16 (providers/demo.py)
 MAX_EMBEDDING_INPUTS = 2_048  # OpenAI's cap on one embeddings request's inputs
 MAX_DEPTH = 128  # JSON nesting: orjson cannot write back past 254, no real request nests past ~20
+# Tools of one request, a namespace's members counted one by one: a cap on the work of translating
+# them. Well above what vendors take (OpenAI chat and Gemini refuse more than 128 functions), so a
+# request passed through to OpenAI is not refused here for a count OpenAI accepts.
+MAX_TOOLS = 1_024
 
 
 class Bound(NamedTuple):

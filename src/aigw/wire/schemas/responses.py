@@ -6,9 +6,11 @@ through to OpenAI unchecked, and fields that mean the same in every item (`role`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from aigw.wire.schemas.bounds import OPENAI_RESPONSES, bounded
+import msgspec
+
+from aigw.wire.schemas.bounds import MAX_TOOLS, OPENAI_RESPONSES, bounded
 from aigw.wire.schemas.check import Schema
 
 
@@ -44,6 +46,15 @@ class InputItem(Schema):
     encrypted_content: str | None = None
     summary: list[SummaryPart] | None = None
     server_label: str | None = None
+    namespace: str | None = None  # of a function or custom tool call to a namespace's member
+
+
+class NamespaceMember(Schema):
+    type: str
+    name: str | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Tool(Schema):
@@ -54,13 +65,15 @@ class Tool(Schema):
     strict: bool | None = None
     server_label: str | None = None
     server_url: str | None = None
+    tools: Annotated[list[NamespaceMember], msgspec.Meta(max_length=MAX_TOOLS)] | None = None  # a namespace's
 
 
 class ToolChoice(Schema):
     type: str
     name: str | None = None
+    namespace: str | None = None
     mode: str | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
 
 
 class TextFormat(Schema):
@@ -84,7 +97,7 @@ class ResponsesRequest(Schema):
     model: str
     input: str | list[InputItem]
     instructions: str | None = None
-    tools: list[Tool] | None = None
+    tools: Annotated[list[Tool], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
     tool_choice: str | ToolChoice | None = None
     stream: bool | None = None
     store: bool | None = None
