@@ -231,3 +231,34 @@ def test_too_many_references_are_refused(gateway, fake):
     error = assert_openai_error(post(gateway, {"model": "anthropic", "input": refs}), 400, "input")
     assert str(MAX_REFERENCES) in error["message"]
     assert fake.requests == []
+
+
+def test_a_request_that_neither_stores_nor_refers_never_touches_the_store(fake_upstream, tmp_path):
+    """The store's responses table taken away under a running gateway: Codex-shaped requests (store
+    false, nothing referred to) are answered as if nothing happened; a stored answer is still answered
+    (its saving fails, logged); reading stored state is the store's 503."""
+    from aigw.store import resolve_database_url
+    from aigw.store.engine import create_store_engine
+    from tests.conftest import SECRETS, gateway_config
+    from tests.gateway_process import cleanup, start_gateway
+
+    process = start_gateway(gateway_config(fake_upstream.url), env=SECRETS)
+    try:
+        engine = create_store_engine(resolve_database_url(None, process.data_dir))
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE responses RENAME TO responses_away"))
+        engine.dispose()
+        for path in ("/openai/v1/responses", "/codex/v1/responses"):
+            for stream in (False, True):
+                body = {"model": "anthropic", "input": "quick", "store": False, "stream": stream}
+                assert post(process, body, path=path).status_code == 200
+        assert "could not store" not in process.log()
+        assert post(process, {"model": "anthropic", "input": "kept?"}).status_code == 200
+        deadline = time.monotonic() + 5
+        while "could not store response" not in process.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "could not store response" in process.log()
+        continued = post(process, {"model": "anthropic", "input": "x", "previous_response_id": "resp_1", "store": False})
+        assert_openai_error(continued, 503)
+    finally:
+        cleanup(process)
