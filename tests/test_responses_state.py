@@ -16,6 +16,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
+from tests.store_fixtures import postgres_database  # noqa: F401  (a fixture)
 from tests.test_responses_surface import PREFIXES, assert_openai_error, message, post, raw_stream
 
 TRANSLATED = ["anthropic", "gemini", "compat"]
@@ -260,5 +261,30 @@ def test_a_request_that_neither_stores_nor_refers_never_touches_the_store(fake_u
         assert "could not store response" in process.log()
         continued = post(process, {"model": "anthropic", "input": "x", "previous_response_id": "resp_1", "store": False})
         assert_openai_error(continued, 503)
+    finally:
+        cleanup(process)
+
+
+def test_state_on_postgresql(fake_upstream, postgres_database):  # noqa: F811
+    """The same store code on PostgreSQL: a stored answer continued by id and referred to by item."""
+    from tests.conftest import SECRETS, gateway_config
+    from tests.gateway_process import cleanup, start_gateway
+
+    process = start_gateway(gateway_config(fake_upstream.url), env={**SECRETS, "AIGW_DATABASE_URL": postgres_database})
+    try:
+        client = openai.OpenAI(base_url=process.url + "/openai/v1", api_key=process.admin_token, max_retries=0, timeout=20)
+        first = client.responses.create(model="gemini", input="the word is kumquat")
+        (answer,) = [item for item in first.output if item.type == "message"]
+        fake_upstream.clear()
+        second = client.responses.create(
+            model="gemini", previous_response_id=first.id,
+            input=[{"type": "item_reference", "id": answer.id}, message("user", "again")],
+        )  # fmt: skip
+        assert second.output_text == "echo: again"
+        assert sent_upstream(fake_upstream).count("echo: the word is kumquat") == 2  # the history's and the reference's
+        assert client.responses.retrieve(second.id).previous_response_id == first.id
+        client.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(first.id)
     finally:
         cleanup(process)
