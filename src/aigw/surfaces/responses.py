@@ -19,8 +19,10 @@ A request that neither stores nor refers to stored state (`store: false`, no
 `previous_response_id`, no `item_reference`: what Codex CLI sends, with its full history) costs no
 store round trip. Endpoints served natively keep the vendor's state: the gateway does not fetch a
 vendor's stored responses, so `GET /responses/{id}` for an id it did not mint is a 404. An endpoint
-mixing both kinds of destination keeps each one's own behaviour per attempt (a translated attempt
-refuses stored state with a 400), since a response stored by one could not be continued by the other.
+mixing both kinds of destination stays stateless in the gateway: its requests must be translatable
+for any of them, so stored state (`previous_response_id`, `item_reference`) is a 400, and an answer
+from a translated destination is not stored; a response stored by the vendor could not be continued
+by the other destinations, nor one stored by the gateway by the vendor.
 """
 
 from __future__ import annotations
