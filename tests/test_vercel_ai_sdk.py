@@ -63,8 +63,8 @@ def node() -> str:
     return node
 
 
-def run_two_turns(node: str, base_url: str, token: str, model: str) -> dict:
-    env = {**os.environ, "AIGW_BASE_URL": base_url, "AIGW_TOKEN": token, "AIGW_MODEL": model}
+def run_two_turns(node: str, base_url: str, token: str, model: str, reasoning: bool = False) -> dict:
+    env = {**os.environ, "AIGW_BASE_URL": base_url, "AIGW_TOKEN": token, "AIGW_MODEL": model, "AIGW_REASONING": "1" if reasoning else ""}
     done = subprocess.run(
         [node, "--input-type=module"], input=SCRIPT.read_text(), cwd=AI_SDK_DIR, env=env,
         capture_output=True, text=True, timeout=60,
@@ -97,3 +97,24 @@ def test_item_reference_from_the_vercel_ai_sdk(node, gateway, fake_upstream, pre
     assert "item_reference" not in sent and references[0]["id"] not in sent
     if parse_turn is not None:
         assert parse_turn(last["json"]).user_text == "say it again"
+
+
+def test_reasoning_items_referred_to_by_the_vercel_ai_sdk(node, gateway, fake_upstream):
+    """With reasoning on, the SDK refers to reasoning items by id as well, from the tool round on:
+    the OpenAI destination behind /mlflow/v1 gets each reasoning item whole (its summary), never a
+    reference, and never a bare one."""
+    fake_upstream.clear()
+    result = run_two_turns(node, gateway.url + "/mlflow/v1", gateway.admin_token, "openai", reasoning=True)
+    assert result["second"] == "echo: say it again"
+    tool_round, second_turn = result["sent"][1]["body"], result["sent"][2]["body"]
+    (step_reasoning,) = [i["id"] for i in tool_round["input"] if i.get("type") == "item_reference"]
+    references = [i["id"] for i in second_turn["input"] if i.get("type") == "item_reference"]
+    assert step_reasoning.startswith("rs_") and sorted(r[:3] for r in references) == ["msg", "rs_"]
+    upstream = [r["json"]["input"] for r in fake_upstream.requests if r["path"] == "/v1/responses"]
+    assert len(upstream) == 3 and "item_reference" not in json.dumps(upstream)
+    # Each reference reached the model as the item it names: reasoning with its summary, the answer.
+    summary = [{"type": "summary_text", "text": "thinking about: what fruit"}]
+    assert {"id": step_reasoning, "type": "reasoning", "summary": summary} in upstream[1]
+    answer_reasoning = next(r for r in references if r.startswith("rs_"))
+    assert {"id": answer_reasoning, "type": "reasoning", "summary": summary} in upstream[2]
+    assert "tool said: the answer to what fruit is kumquat" in json.dumps(upstream[2])

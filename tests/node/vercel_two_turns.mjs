@@ -5,7 +5,9 @@
 // is recorded by a fetch spy and printed with the answers, as JSON, for tests/test_vercel_ai_sdk.py.
 //
 // Run from the folder where `ai` and `@ai-sdk/openai` are installed (stdin, --input-type=module):
-// AIGW_BASE_URL, AIGW_TOKEN and AIGW_MODEL say where to go.
+// AIGW_BASE_URL, AIGW_TOKEN and AIGW_MODEL say where to go. AIGW_REASONING=1 asks for reasoning
+// summaries (and has the SDK treat the model as a reasoning model): its reasoning parts are referred
+// to by id too, from the tool round on.
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, jsonSchema, stepCountIs, tool } from "ai";
 
@@ -22,9 +24,10 @@ const lookup = tool({
   execute: async ({ query }) => `the answer to ${query} is kumquat`,
 });
 
+const providerOptions = process.env.AIGW_REASONING === "1" ? { openai: { forceReasoning: true, reasoningSummary: "auto" } } : {};
 const question = { role: "user", content: "what fruit" };
-const first = await generateText({ model, tools: { lookup }, messages: [question], stopWhen: stepCountIs(3) });
+const first = await generateText({ model, tools: { lookup }, messages: [question], stopWhen: stepCountIs(3), providerOptions });
 const messages = [question, ...first.response.messages, { role: "user", content: "say it again" }];
-const second = await generateText({ model, tools: { lookup }, toolChoice: "none", messages });
+const second = await generateText({ model, tools: { lookup }, toolChoice: "none", messages, providerOptions });
 
 console.log(JSON.stringify({ first: first.text, second: second.text, firstSteps: first.steps.length, sent }));
