@@ -11,6 +11,10 @@ endpoint name is not one) or after a reasoning part; a reasoning part with an it
 Function calls and their outputs are sent whole. With `previousResponseId` or `conversation` set, items
 with ids are left out instead. The request body has no `store` field unless the app sets one.
 
+Observed: turn 1's tool round sends the call and its output whole; turn 2 sends turn 1's question, a
+reference to its final answer, and the new question. With reasoning (`forceReasoning`), each step's
+reasoning item is a reference too, already in the tool round.
+
 The script (tests/node/vercel_two_turns.mjs) records every body the SDK sends with a fetch spy: the
 test checks that the second turn did send the reference, so it cannot pass without one.
 """
