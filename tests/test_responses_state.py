@@ -288,3 +288,35 @@ def test_state_on_postgresql(fake_upstream, postgres_database):  # noqa: F811
             client.responses.retrieve(first.id)
     finally:
         cleanup(process)
+
+
+def test_a_slow_store_holds_an_answer_two_seconds_at_most(gateway, client, fake):
+    """The SQLite file's write lock held by someone else: the answer goes out after the bounded wait,
+    and the response is stored once the lock is released."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from aigw.store import resolve_database_url
+    from aigw.surfaces.stored_responses import SAVE_WAIT_SECONDS
+
+    path = make_url(resolve_database_url(gateway.env.get("AIGW_DATABASE_URL"), gateway.data_dir)).database
+    locker = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        response = client.responses.create(model="anthropic", input="slow store")
+        waited = time.monotonic() - started
+        assert SAVE_WAIT_SECONDS <= waited < SAVE_WAIT_SECONDS + 3, waited
+        assert f"response {response.id} is still being stored" in gateway.log()
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert client.responses.retrieve(response.id).output_text == "echo: slow store"
+            break
+        except openai.NotFoundError:
+            assert time.monotonic() < deadline, "never stored"
+            time.sleep(0.1)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import anthropic_fake, gemini_fake, openai_fake
+from tests.fakes import anthropic_fake, gemini_fake
 
 ROOT = Path(__file__).resolve().parents[1]
 AI_SDK_DIR = ROOT / ".ci" / "node" / "ai-sdk"  # `bash .ci/run` installs the pinned packages here

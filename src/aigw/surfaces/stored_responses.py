@@ -23,7 +23,7 @@ from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.asgi import Request, Send, send_body
 from aigw.policies.auth import Principal
 from aigw.store.responses import ResponseStore, StoredResponse
-from aigw.surfaces.common import Surface
+from aigw.surfaces.common import Handler, Surface
 
 log = logging.getLogger("aigw.agent")
 
@@ -33,6 +33,8 @@ FINISHED = ("completed", "incomplete", "failed", "cancelled")
 # At most this many `item_reference` items in one request: each is looked up in the store (one
 # query for all), and the responses holding them are read whole.
 MAX_REFERENCES = 500
+# The longest a finished response's insert holds its answer (see `save`).
+SAVE_WAIT_SECONDS = 2.0
 # A background run still "in progress" this long after its maximum duration has lost the instance
 # that ran it (killed, not shut down): it is reported failed instead of pending forever.
 LOST_AFTER_GRACE_SECONDS = 60.0
@@ -94,13 +96,24 @@ async def resolve_references(store: ResponseStore, principal: Principal, input: 
     return resolved
 
 
-async def save(store: ResponseStore, stored: StoredResponse) -> None:
-    """Store a finished response. One that could not be stored is still answered (a continuation
-    of it will 404), so a failure is logged, not raised."""
+async def save(store: ResponseStore, stored: StoredResponse, wait: float = SAVE_WAIT_SECONDS) -> None:
+    """Store a finished response before its end is sent, so the next request finds it; but a slow
+    store holds the answer `wait` seconds at most: then the answer goes and the insert finishes on
+    its own. One that could not be stored is still answered (a continuation of it will 404), so a
+    failure is logged, not raised."""
+    saving = asyncio.get_running_loop().run_in_executor(None, store.create, stored)
+    saving.add_done_callback(lambda done: _log_failure(done, stored.id))
     try:
-        await asyncio.to_thread(store.create, stored)
+        await asyncio.wait_for(asyncio.shield(saving), wait)
+    except TimeoutError:
+        log.warning("response %s is still being stored after %g s: answered without waiting for it", stored.id, wait)
     except Exception:
-        log.exception("could not store response %s", stored.id)
+        pass  # logged by the callback
+
+
+def _log_failure(done: asyncio.Future[None], id: str) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("could not store response %s", id, exc_info=done.exception())
 
 
 class StoredResponseRoutes(Surface):
@@ -111,7 +124,7 @@ class StoredResponseRoutes(Surface):
     # Added to the 404 of an id the store does not hold (where another party may hold it).
     not_found_note = ""
 
-    def stored_routes(self) -> Iterable[tuple[str, str, Any]]:
+    def stored_routes(self) -> Iterable[tuple[str, str, Handler]]:
         for prefix in self.stored_prefixes:
             yield "GET", prefix + "/responses/*", self.read
             yield "DELETE", prefix + "/responses/*", self.delete
