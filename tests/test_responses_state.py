@@ -14,6 +14,7 @@ import time
 import openai
 import pytest
 import requests
+import yaml
 from sqlalchemy import text
 
 from tests.store_fixtures import postgres_database  # noqa: F401  (a fixture)
@@ -236,14 +237,19 @@ def test_too_many_references_are_refused(gateway, fake):
 
 def test_a_request_that_neither_stores_nor_refers_never_touches_the_store(fake_upstream, tmp_path):
     """The store's responses table taken away under a running gateway: Codex-shaped requests (store
-    false, nothing referred to) are answered as if nothing happened; a stored answer is still answered
-    (its saving fails, logged); reading stored state is the store's 503."""
+    false, nothing referred to), and any request to an endpoint with a native destination, are
+    answered as if nothing happened; a stored answer is still answered (its saving fails, logged);
+    reading stored state is the store's 503."""
     from aigw.store import resolve_database_url
     from aigw.store.engine import create_store_engine
     from tests.conftest import SECRETS, gateway_config
     from tests.gateway_process import cleanup, start_gateway
 
-    process = start_gateway(gateway_config(fake_upstream.url), env=SECRETS)
+    config = yaml.safe_load(gateway_config(fake_upstream.url))
+    openai_destination = next(e for e in config["endpoints"] if e["name"] == "openai")["destinations"][0]
+    anthropic_destination = next(e for e in config["endpoints"] if e["name"] == "anthropic")["destinations"][0]
+    config["endpoints"].append({"name": "mixed", "destinations": [openai_destination], "fallbacks": [anthropic_destination]})
+    process = start_gateway(yaml.safe_dump(config), env=SECRETS)
     try:
         engine = create_store_engine(resolve_database_url(None, process.data_dir))
         with engine.begin() as conn:
@@ -253,6 +259,10 @@ def test_a_request_that_neither_stores_nor_refers_never_touches_the_store(fake_u
             for stream in (False, True):
                 body = {"model": "anthropic", "input": "quick", "store": False, "stream": stream}
                 assert post(process, body, path=path).status_code == 200
+        # An endpoint mixing a native and a translated destination keeps no state in the gateway.
+        assert post(process, {"model": "mixed", "input": "vendor kept"}).status_code == 200
+        mixed = post(process, {"model": "mixed", "input": "x", "previous_response_id": "resp_1"})
+        assert_openai_error(mixed, 400, "previous_response_id")
         assert "could not store" not in process.log()
         assert post(process, {"model": "anthropic", "input": "kept?"}).status_code == 200
         deadline = time.monotonic() + 5
