@@ -184,7 +184,7 @@ def test_migration_0005_makes_existing_grants_endpoint_grants(database_url: str)
         engine.dispose()
 
     with Store.open(database_url) as opened:
-        assert current_revision(opened.engine) == "0005"
+        assert current_revision(opened.engine) == "0006"
         (grant,) = opened.access.list_grants()
         assert (grant.resource_kind, grant.endpoint, grant.subject_name) == ("endpoint", "chat", "alice")
         # An endpoint and a function of the same name are granted apart.
@@ -197,5 +197,5 @@ def test_migration_0005_makes_existing_grants_endpoint_grants(database_url: str)
             assert conn.execute(select(grants.c.endpoint)).scalars().all() == ["chat"]  # the function grant went
 
     with Store.open(database_url) as reopened:
-        assert current_revision(reopened.engine) == "0005"
+        assert current_revision(reopened.engine) == "0006"
         assert [g.resource_kind for g in reopened.access.list_grants()] == ["endpoint"]

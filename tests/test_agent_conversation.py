@@ -82,3 +82,9 @@ def test_model_view():
         {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
         output("c1"),
     ]
+
+
+def test_model_view_never_sends_a_bare_reference():
+    # References are resolved before the loop; one that were not would keep its id, the whole of it.
+    reference = {"type": "item_reference", "id": "msg_1"}
+    assert model_view([reference], lambda server, name: name) == [reference]

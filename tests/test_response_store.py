@@ -15,7 +15,7 @@ from aigw.store import AlreadyExists, NotFound, Store
 from aigw.store.engine import create_store_engine
 from aigw.store.migrate import alembic_config, current_revision
 from aigw.store.responses import ResponseStore, StoredResponse
-from aigw.store.schema import principals, responses
+from aigw.store.schema import principals, response_items, responses
 from tests.store_fixtures import database_url, store  # noqa: F401  (fixtures)
 
 
@@ -231,7 +231,7 @@ def test_deleting_a_principal_deletes_its_responses(
 
 
 def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
-    """An existing 0003 database with rows: opening the store migrates it to the latest (0005); downgrade works."""
+    """An existing 0003 database with rows: opening the store migrates it to the latest (0006); downgrade works."""
     engine = create_store_engine(database_url)
     try:
         with engine.connect() as conn, conn.begin():
@@ -244,7 +244,7 @@ def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
         engine.dispose()
 
     with Store.open(database_url) as opened:
-        assert current_revision(opened.engine) == "0005"
+        assert current_revision(opened.engine) == "0006"
         alice = opened.get_principal("alice")
         assert alice is not None
         store = ResponseStore(opened.engine)
@@ -259,5 +259,96 @@ def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
         assert "responses" not in inspect(opened.engine).get_table_names()
 
     with Store.open(database_url) as reopened:
-        assert current_revision(reopened.engine) == "0005"
+        assert current_revision(reopened.engine) == "0006"
         assert reopened.get_principal("alice") is not None
+
+
+# -- items by id (item_reference) ----------------------------------------------------------------------
+
+
+def with_items(id: str, principal_id: int, input_ids: list[str], output_ids: list[str], **kwargs: Any) -> StoredResponse:
+    stored = response(id, principal_id, **kwargs)
+    stored.input_items = [{"id": i, "type": "message", "role": "user", "content": f"in {i}"} for i in input_ids]
+    stored.response["output"] = [{"id": i, "type": "message", "role": "assistant", "content": f"out {i}"} for i in output_ids]
+    return stored
+
+
+def index_rows(store: Store) -> set[tuple[str, str]]:
+    with store.engine.connect() as conn:
+        return {tuple(row) for row in conn.execute(select(response_items.c.item_id, response_items.c.response_id))}
+
+
+def test_find_items_by_id_among_the_principals_own(store: Store, response_store: ResponseStore, alice: int) -> None:
+    bob = store.create_principal("bob").id
+    response_store.create(with_items("resp_a", alice, ["msg_in"], ["msg_out", "rs_1"]))
+    response_store.create(with_items("resp_b", bob, ["msg_bob"], []))
+    found = response_store.find_items(alice, ["msg_in", "rs_1", "msg_bob", "msg_none", "x" * 300])
+    assert found == {
+        "msg_in": {"id": "msg_in", "type": "message", "role": "user", "content": "in msg_in"},
+        "rs_1": {"id": "rs_1", "type": "message", "role": "assistant", "content": "out rs_1"},
+    }  # bob's item is not alice's to see
+    assert response_store.find_items(bob, ["msg_bob"]) == {"msg_bob": response_store.get("resp_b").input_items[0]}
+    assert response_store.find_items(alice, []) == {}
+
+
+def test_an_id_in_several_responses_is_taken_from_the_newest(response_store: ResponseStore, alice: int) -> None:
+    old = with_items("resp_old", alice, [], ["msg_1"])
+    old.created_at = datetime.now(timezone.utc) - timedelta(minutes=5)
+    response_store.create(old)
+    new = with_items("resp_new", alice, ["msg_1"], [])
+    new.input_items[0]["content"] = "the newer copy"
+    response_store.create(new)
+    assert response_store.find_items(alice, ["msg_1"])["msg_1"]["content"] == "the newer copy"
+
+
+def test_the_index_follows_updates_deletes_and_purges(store: Store, response_store: ResponseStore, alice: int) -> None:
+    from aigw.store.retention import PurgeCutoffs, purge
+
+    response_store.create(with_items("resp_1", alice, ["msg_in", "msg_in"], [], status="in_progress"))
+    assert index_rows(store) == {("msg_in", "resp_1")}  # a repeated id is one row
+    finished = {"id": "resp_1", "status": "completed", "output": [{"id": "fc_1", "type": "function_call"}]}
+    assert response_store.update("resp_1", "completed", finished)
+    assert index_rows(store) == {("msg_in", "resp_1"), ("fc_1", "resp_1")}
+    assert not response_store.update("resp_1", "failed", {"output": []}, unless_status=("completed",))
+    assert index_rows(store) == {("msg_in", "resp_1"), ("fc_1", "resp_1")}  # nothing changed, nothing re-indexed
+
+    response_store.create(with_items("resp_2", alice, ["msg_2"], []))
+    assert response_store.delete("resp_2")
+    assert index_rows(store) == {("msg_in", "resp_1"), ("fc_1", "resp_1")}
+
+    purge(store.engine, PurgeCutoffs(responses=datetime.now(timezone.utc) + timedelta(seconds=1)))
+    assert response_store.get("resp_1") is None and index_rows(store) == set()
+    assert response_store.find_items(alice, ["msg_in", "fc_1"]) == {}
+
+    response_store.create(with_items("resp_3", alice, ["msg_3"], []))
+    store.access.delete_principal("alice", "user")
+    assert index_rows(store) == set()
+
+
+def test_migration_0006_indexes_the_responses_already_stored(database_url: str) -> None:
+    engine = create_store_engine(database_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            command.upgrade(alembic_config(conn), "0005")
+            now = datetime.now(timezone.utc)
+            alice = conn.execute(
+                principals.insert().values(name="alice", kind="user", is_admin=False, created_at=now).returning(principals.c.id)
+            ).scalar_one()
+            for n in range(3):
+                conn.execute(responses.insert().values(
+                    id=f"resp_{n}", principal_id=alice, endpoint="e", status="completed", previous_response_id=None,
+                    created_at=now, updated_at=now, input_items=f'[{{"id": "msg_{n}", "type": "message"}}, {{"type": "message"}}]',
+                    response=f'{{"output": [{{"id": "rs_{n}", "type": "reasoning"}}]}}',
+                ))  # fmt: skip
+        assert "response_items" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+    with Store.open(database_url) as opened:
+        assert current_revision(opened.engine) == "0006"
+        assert index_rows(opened) == {(f"{kind}_{n}", f"resp_{n}") for n in range(3) for kind in ("msg", "rs")}
+        alice_id = opened.get_principal("alice").id
+        assert set(ResponseStore(opened.engine).find_items(alice_id, ["msg_1", "rs_2"])) == {"msg_1", "rs_2"}
+        with opened.engine.connect() as conn, conn.begin():
+            command.downgrade(alembic_config(conn), "0005")
+        assert "response_items" not in inspect(opened.engine).get_table_names()

@@ -547,27 +547,29 @@ def test_orphan_function_call_output_is_400_naming_its_call_id(client, gateway, 
 
 
 @pytest.mark.parametrize("provider", TRANSLATED)
-def test_previous_response_id_on_a_translated_destination_is_400(client, gateway, fake, provider):
-    with pytest.raises(openai.BadRequestError) as caught:
+def test_unknown_previous_response_id_on_a_translated_destination_is_404(client, gateway, fake, provider):
+    # The gateway keeps the state of translated destinations (tests/test_responses_state.py).
+    with pytest.raises(openai.NotFoundError) as caught:
         client.responses.create(model=provider, input="go on", previous_response_id="resp_earlier")
-    assert caught.value.param == "previous_response_id"
+    assert caught.value.body["param"] == "previous_response_id"
     body = {"model": provider, "input": "go on", "previous_response_id": "resp_earlier", "stream": True}
-    assert_openai_error(post(gateway, body), 400, "previous_response_id")  # before any stream starts
+    assert_openai_error(post(gateway, body), 404, "previous_response_id")  # before any stream starts
     assert fake.requests == []
 
 
 @pytest.mark.parametrize("provider", TRANSLATED)
 @pytest.mark.parametrize(
-    "body, param",
+    "body, status, param",
     [
-        ({"input": "x", "background": True}, "background"),
-        ({"input": "x", "conversation": "conv_123"}, "conversation"),
-        ({"input": [{"type": "item_reference", "id": "msg_123"}]}, "input[0].type"),
+        ({"input": "x", "background": True}, 400, "background"),
+        ({"input": "x", "conversation": "conv_123"}, 400, "conversation"),
+        ({"input": [{"type": "item_reference", "id": "msg_123"}]}, 400, "input[0]"),
+        ({"input": [message("user", "a"), {"type": "item_reference"}]}, 400, "input[1].id"),
     ],
-    ids=["background", "conversation", "item_reference"],
+    ids=["background", "conversation", "item_reference", "item_reference_without_id"],
 )
-def test_stored_state_on_a_translated_destination_is_400(gateway, fake, provider, body, param):
-    assert_openai_error(post(gateway, {"model": provider, **body}), 400, param)
+def test_stored_state_the_gateway_does_not_have_is_refused(gateway, fake, provider, body, status, param):
+    assert_openai_error(post(gateway, {"model": provider, **body}), status, param)
     assert fake.requests == []
 
 

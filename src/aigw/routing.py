@@ -67,6 +67,10 @@ class Endpoint:
             known = self._all_take[wire] = all(wire in p.chat_wires for p in self.every_destination())
         return known
 
+    def none_take(self, wire: str) -> bool:
+        """Whether no destination takes chat bodies of `wire` as they are (every one translates)."""
+        return not any(wire in p.chat_wires for p in self.every_destination())
+
     def attempt_order(self) -> list[Provider]:
         """The destinations to try, in order: one chosen by weight, the other destinations heaviest
         first, then the fallbacks; those cooling down go last (still tried if all else fails)."""

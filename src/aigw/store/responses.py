@@ -1,5 +1,9 @@
-"""Stored Responses (OpenAI Responses API objects): retrieval, `previous_response_id` chains, and the
-status of background runs.
+"""Stored Responses (OpenAI Responses API objects): retrieval, `previous_response_id` chains, the
+status of background runs, and their items by id (`item_reference` input items).
+
+Item ids are indexed in `response_items` in the transaction that writes the response (its input
+items and output items; again when an update changes the output); the index rows go with their
+response by the database's cascade.
 
 Synchronous like the rest of the store (async callers use `asyncio.to_thread`); every method checks out
 its own connection, so one ResponseStore may be shared by threads. Several instances may share one
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -21,10 +26,13 @@ from sqlalchemy.exc import IntegrityError
 
 from aigw.store.engine import write_transaction
 from aigw.store.errors import AlreadyExists, NotFound
-from aigw.store.schema import responses
+from aigw.store.schema import response_items, responses
 
 STATUSES = frozenset({"queued", "in_progress", "completed", "incomplete", "failed", "cancelled"})
 MAX_HISTORY = 1000
+# Longer item ids are not indexed (a PostgreSQL btree entry has a size limit): no item the gateway
+# mints comes near it, and a reference to such an id is simply not found.
+MAX_ITEM_ID = 256
 
 
 class StoredResponse(msgspec.Struct, kw_only=True):
@@ -62,6 +70,7 @@ class ResponseStore:
         try:
             with self._write() as conn:
                 conn.execute(insert(responses).values(values))
+                _index_items(conn, stored.id, stored.input_items, stored.response)
         except IntegrityError as exc:
             # The primary key or the principal's foreign key: tell which by looking.
             if self.get(stored.id) is not None:
@@ -88,7 +97,13 @@ class ResponseStore:
         if unless_status:
             statement = statement.where(responses.c.status.not_in(unless_status))
         with self._write() as conn:
-            return conn.execute(statement).rowcount > 0
+            if conn.execute(statement).rowcount == 0:
+                return False
+            # The output may have changed: index it again (the input items with it, from the row).
+            input_items = conn.execute(select(responses.c.input_items).where(responses.c.id == id)).scalar_one()
+            conn.execute(delete(response_items).where(response_items.c.response_id == id))
+            _index_items(conn, id, orjson.loads(input_items), response)
+            return True
 
     def set_status(self, id: str, status: str, *, only_from: tuple[str, ...]) -> StoredResponse | None:
         """Move to `status` (in the column and in the Response object) only if the current status is
@@ -113,6 +128,34 @@ class ResponseStore:
     def delete(self, id: str) -> bool:
         with self._write() as conn:
             return conn.execute(delete(responses).where(responses.c.id == id)).rowcount > 0
+
+    def find_items(self, principal_id: int, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The items with these ids among `principal_id`'s stored responses (input and output
+        items), by id; an id held by several responses is taken from the newest. Ids not found, or
+        only in another principal's responses, are left out: the caller cannot tell the two apart."""
+        wanted = {i for i in ids if 0 < len(i) <= MAX_ITEM_ID}
+        if not wanted:
+            return {}
+        ri, r = response_items.c, responses.c
+        with self._engine.connect() as conn:
+            pairs = conn.execute(
+                select(ri.item_id, ri.response_id)
+                .select_from(response_items.join(responses, r.id == ri.response_id))
+                .where(ri.item_id.in_(wanted), r.principal_id == principal_id)
+                .order_by(r.created_at.desc())
+            ).all()
+            holder: dict[str, str] = {}
+            for item_id, response_id in pairs:
+                holder.setdefault(item_id, response_id)
+            if not holder:
+                return {}
+            rows = conn.execute(select(r.id, r.input_items, r.response).where(r.id.in_(set(holder.values())))).all()
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            for item in _items(orjson.loads(row.input_items), orjson.loads(row.response)):
+                if holder.get(item["id"]) == row.id:
+                    found.setdefault(item["id"], item)
+        return found
 
     def history(self, id: str, limit: int = MAX_HISTORY) -> list[StoredResponse]:
         """The chain ending at `id`, oldest first, following `previous_response_id`. It ends at a
@@ -150,6 +193,19 @@ def _chain_query(id: str, limit: int) -> Select[tuple[str]]:
         )
     )
     return select(chain.c.id).order_by(chain.c.depth)
+
+
+def _items(input_items: list[Any], response: dict[str, Any]) -> list[dict[str, Any]]:
+    """A response's items that carry an id the index can hold."""
+    output = response.get("output") if isinstance(response, dict) else None
+    every = list(input_items) + (list(output) if isinstance(output, list) else [])
+    return [i for i in every if isinstance(i, dict) and isinstance(i.get("id"), str) and 0 < len(i["id"]) <= MAX_ITEM_ID]
+
+
+def _index_items(conn: Connection, response_id: str, input_items: list[Any], response: dict[str, Any]) -> None:
+    ids = {item["id"] for item in _items(input_items, response)}
+    if ids:
+        conn.execute(insert(response_items), [{"item_id": i, "response_id": response_id} for i in sorted(ids)])
 
 
 def _check_status(status: str) -> None:

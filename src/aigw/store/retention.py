@@ -3,7 +3,9 @@
 Deletes go in batches of `BATCH_ROWS`, each its own short transaction, so a purge of millions of rows
 never holds a long write lock (SQLite has one writer) or a huge PostgreSQL transaction, and the
 record writer keeps going between batches. Running it from several instances at once is harmless:
-each batch deletes what is still there.
+each batch deletes what is still there. A stored response's item index rows (`response_items`) go
+with it by the foreign key's cascade, in the same statement (SQLite connections enforce foreign keys:
+see engine.py).
 """
 
 from __future__ import annotations

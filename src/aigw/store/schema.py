@@ -242,3 +242,16 @@ responses = Table(
     # A principal's responses, newest first (listing); also serves the cascade from principals.
     Index("ix_responses_principal_id_created_at", "principal_id", "created_at"),
 )
+
+# Which stored response holds an item, by the item's id: `item_reference` input items name an item of
+# an earlier response by its id alone. One row per (item, response): an item referenced again is kept
+# in the referencing response's input too. The rows go with their response (cascade), so deleting a
+# response, purging old ones or deleting a principal needs no extra step.
+response_items = Table(
+    "response_items",
+    metadata,
+    Column("item_id", Text, primary_key=True),
+    Column("response_id", Text, ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True),
+    # The cascade and the re-indexing of an updated response look up by this.
+    Index("ix_response_items_response_id", "response_id"),
+)

@@ -117,8 +117,11 @@ async def serve_chat(
     codec: ChatCodec,
     stream: bool,
     vendor_headers: dict[str, str] | None = None,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Answer one chat request through `endpoint`, in `codec`'s wire format."""
+    """Answer one chat request through `endpoint`, in `codec`'s wire format. `settle` is awaited
+    once a translated answer is whole (its last event encoded), before its end reaches the client:
+    a response stored there is found by any request that follows the answer."""
     call.streamed = stream
     canonical = None if endpoint.all_take(codec.wire) else await run_heavy(codec.decode_request, body)
 
@@ -155,13 +158,15 @@ async def serve_chat(
     elif isinstance(answer, _Opened):
         assert canonical is not None
         encoder = codec.stream_encoder(canonical, body)
-        work = _encode(call, answer.first, answer.events, encoder, EventStream(send), codec, body)
+        work = _encode(call, answer.first, answer.events, encoder, EventStream(send), codec, body, settle)
         await run_cancellable(request.receive, work)
     else:
         call.upstream_end()
         call.usage = answer.usage
         data = await run_heavy(codec.encode_response, answer, body)
         _keep_response(call, data)
+        if settle is not None:
+            await settle()
         await send_body(send, 200, data)
 
 
@@ -280,6 +285,7 @@ async def _encode(
     out: EventStream,
     codec: ChatCodec,
     body: dict[str, Any],
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     builder = ResponseBuilder(call.payload.config.max_bytes) if call.payload is not None else None
     await out.start(codec.stream_headers)
@@ -293,9 +299,15 @@ async def _encode(
             await out.write(encoder.encode(event))
             event = await events.__anext__()
     except StopAsyncIteration:
-        await out.write(encoder.finish())
+        tail = encoder.finish()
+        if settle is not None:
+            await settle()
+        await out.write(tail)
     except GatewayError as error:
-        await out.write(encoder.error(error))  # the headers are gone: report in-band
+        tail = encoder.error(error)  # the headers are gone: report in-band
+        if settle is not None:
+            await settle()
+        await out.write(tail)
     finally:
         # Closed here, not whenever the generator is collected: a client gone mid-stream must
         # release the upstream connection now.

@@ -16,7 +16,8 @@ custom tool calls) form ONE canonical assistant message, so providers see parall
     custom_tool_call                                            -> the same, arguments {"input": ...}
     function_call_output / custom_tool_call_output              -> a "tool" message (tool_call_id)
     reasoning                                                   -> a Reasoning of the assistant turn
-    item_reference                                              -> 400: needs stored items
+    item_reference                                              -> 400: the surfaces resolve them
+                                                                   from the gateway's store first
     hosted tools' items (web_search_call, ...)                  -> dropped (the server's business)
 
 Tools are translated in aigw.wire.openai_responses_tools: a custom tool (free-form text input, as
@@ -29,8 +30,9 @@ calls back into what the Responses API emits, `custom_tool_call` items and items
 its flat name. Responses-only fields (store, include, prompt_cache_key, text, reasoning, ...) go to
 `extra`, for a destination that speaks this wire format.
 
-The gateway keeps no state on this path: `previous_response_id` and `conversation` are refused,
-since they name stored items.
+The decoder keeps no state: `previous_response_id` and `conversation` are refused, since they name
+stored items. The surfaces that keep state (surfaces/stored_responses.py) resolve those items from the
+gateway's store before decoding, and leave only what they cannot resolve to these 400s.
 
 Reasoning tokens. Canonical reasoning carries a `signature` (Anthropic, Gemini) or `redacted`
 vendor-encrypted data, and a Gemini tool call may carry a signature too, each with its `signer` (the

@@ -46,8 +46,10 @@ class StreamEncoder:
     A call to a namespace's tool (by its flat canonical name) is rendered with its own name and
     `namespace` in every item that names it. Only choice 0 is rendered."""
 
-    def __init__(self, body: dict[str, Any], *, done_marker: bool = False) -> None:
+    def __init__(self, body: dict[str, Any], *, done_marker: bool = False, response_id: str | None = None) -> None:
         self._body = body
+        self._fixed_id = response_id  # the id to give the response, instead of one from the upstream's
+        self.final: dict[str, Any] | None = None  # the Response the terminal event carries, once sent
         self._done_marker = done_marker
         self._names = ToolNames(body.get("tools"))
         self._sequence = 0
@@ -89,7 +91,7 @@ class StreamEncoder:
     def finish(self) -> bytes:
         out = self._ensure_started() + self._close_all() + self._signature_carrier()
         status, incomplete = response_status(self._reason)
-        response = self._response(status, incomplete_reason=incomplete)
+        response = self.final = self._response(status, incomplete_reason=incomplete)
         out += self._event(f"response.{status}", {"response": response})
         return out + self._done()
 
@@ -97,7 +99,8 @@ class StreamEncoder:
         """An error after the stream started: an `error` event, then `response.failed` with the
         items finished so far."""
         out = self._ensure_started() + self._event("error", error_event_fields(error))
-        out += self._event("response.failed", {"response": self._response("failed", error=failure(error))})
+        self.final = self._response("failed", error=failure(error))
+        out += self._event("response.failed", {"response": self.final})
         return out + self._done()
 
     # -- framing and lifecycle
@@ -121,7 +124,7 @@ class StreamEncoder:
         if self._started:
             return b""
         self._started = True
-        self._id, self._model, self._created = response_id(id), model, created
+        self._id, self._model, self._created = self._fixed_id or response_id(id), model, created
         response = self._response("in_progress")
         return self._event("response.created", {"response": response}) + self._event(
             "response.in_progress", {"response": response}
