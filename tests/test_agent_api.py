@@ -297,7 +297,7 @@ def test_only_the_creator_sees_a_response(client, agw):
         ({"input": "x", "tools": [{"type": "uc_function", "uc_function": {"name": "nope"}}]}, 400, "tools[0]", "Unknown function 'nope'"),
         ({"input": "x", "conversation": "conv_1"}, 400, "conversation", "previous_response_id"),
         ({"input": "x", "previous_response_id": "resp_missing"}, 404, "previous_response_id", "resp_missing"),
-        ({"input": [{"type": "item_reference", "id": "msg_missing"}]}, 400, "input[0]", "Item with id 'msg_missing' not found"),
+        ({"input": [{"type": "item_reference", "id": "msg_missing"}]}, 404, "input", "Item with id 'msg_missing' not found"),
         ({"input": [{"type": "message", "role": "user", "content": "x"}, {"type": "item_reference"}]}, 400, "input[1].id", "input[1].id"),
         ({"input": [{"type": "mcp_approval_response", "approval_request_id": "mcpr_x", "approve": True}]}, 400, "input[0]", "mcpr_x"),
         ({"input": "x", "tools": [{"type": "mcp", "server_label": "s", "server_url": "http://127.0.0.1:9/mcp"}]}, 424, "tools[0]", "MCP server 's'"),

@@ -169,8 +169,8 @@ def test_another_principals_responses_do_not_exist_for_you(gateway, client, fake
     assert caught.value.body["param"] == "previous_response_id"
     fake.clear()
     reference = {"model": "anthropic", "input": [{"type": "item_reference", "id": answer.id}]}
-    error = assert_openai_error(post(gateway, reference, token=other_token), 400, "input[0]")
-    unknown = assert_openai_error(post(gateway, {**reference, "input": [{"type": "item_reference", "id": "msg_nobody"}]}, token=other_token), 400, "input[0]")
+    error = assert_openai_error(post(gateway, reference, token=other_token), 404, "input")
+    unknown = assert_openai_error(post(gateway, {**reference, "input": [{"type": "item_reference", "id": "msg_nobody"}]}, token=other_token), 404, "input")
     assert error["message"].replace(answer.id, "X") == unknown["message"].replace("msg_nobody", "X")  # nothing tells them apart
     assert fake.requests == []
     assert client.responses.retrieve(mine.id).id == mine.id  # still the owner's

@@ -90,8 +90,8 @@ async def resolve_references(store: ResponseStore, principal: Principal, input: 
     resolved = list(input)
     for n, id in wanted.items():
         item = found.get(id)
-        if item is None:
-            raise invalid(f"Item with id '{id}' not found.", f"input[{n}]")
+        if item is None:  # OpenAI's answer to an id it does not have: a 404 naming `input`
+            raise GatewayError(ErrorKind.NOT_FOUND, f"Item with id '{id}' not found.", param="input", code="not_found")
         resolved[n] = item
     return resolved
 
