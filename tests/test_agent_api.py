@@ -622,3 +622,25 @@ def test_a_turns_hosted_calls_run_together(client):
     assert time.monotonic() - started < 1.8  # not 2 s one after the other
     assert [(c.name, c.output) for c in items_of(response, "mcp_call")] == [("slow", "done"), ("slow", "done"), ("add", "2")]
     assert response.output_text == "tool said: done | done | 2"
+
+
+def test_reasoning_is_replayed_in_full_to_openai_between_turns(client, fake_upstream):
+    """The loop calls OpenAI with store false, where a reasoning item named by its id alone is a 404
+    (nothing was kept): it asks for the encrypted content and sends the items whole, on the second
+    turn and when a stored conversation is continued."""
+    fake_upstream.clear()
+    tools = [{"type": "hosted_function", "name": "add_numbers"}]
+    response = client.responses.create(
+        model="openai", input='[[tool add_numbers {"a": 40}]]', tools=tools, reasoning={"effort": "low", "summary": "auto"}
+    )
+    assert response.status == "completed" and response.output_text.endswith("tool said: 42"), response
+    first, second = (r["json"] for r in fake_upstream.requests)
+    assert "reasoning.encrypted_content" in first["include"]
+    (replayed,) = [i for i in second["input"] if i.get("type") == "reasoning"]
+    assert replayed.get("encrypted_content"), replayed
+
+    fake_upstream.clear()
+    again = client.responses.create(model="openai", input="and now?", previous_response_id=response.id, reasoning={"effort": "low"})
+    assert again.status == "completed", again
+    history = [i for i in fake_upstream.requests[0]["json"]["input"] if i.get("type") == "reasoning"]
+    assert history and all(i.get("encrypted_content") or not i.get("id") for i in history)

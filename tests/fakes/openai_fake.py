@@ -465,6 +465,13 @@ async def responses(request: web.Request) -> web.StreamResponse:
     early = await wire.prelude(request, scenario, stream, error_response)
     if early is not None:
         return early
+    if body.get("store") is False:
+        # OpenAI looks up an item by its id unless the item carries all of itself; with store false
+        # nothing was kept: a reasoning item with an id and no encrypted_content is a 404.
+        for item in body["input"] if isinstance(body["input"], list) else []:
+            if isinstance(item, dict) and item.get("type") == "reasoning" and item.get("id") and not item.get("encrypted_content"):
+                message = f"Item with id '{item['id']}' not found. Items are not persisted when `store` is set to false. Try again with `store` set to true, or remove this item from your input."
+                return error_response(404, message, "input")
     rendered = _ResponsesAnswer(body, *parse_responses_turn(body))
     if stream:
         return await _responses_stream(request, scenario, model, rendered)

@@ -109,7 +109,9 @@ def model_view(items: Iterable[Item], model_name: Any) -> list[Item]:
             continue
         view += calls + outputs
         calls, outputs = [], []
-        # A reasoning item's id goes with its encrypted content, and a reference is nothing but its id
-        # (the surfaces resolve references before the loop runs); other ids are left out.
-        view.append(item if kind in ("reasoning", "item_reference") else {k: v for k, v in item.items() if k != "id"})
+        # A reasoning item's id goes with its encrypted content (without it, a destination that keeps
+        # no state would look the id up and fail), and a reference is nothing but its id (the surfaces
+        # resolve references before the loop runs); other ids are left out.
+        keep_id = kind == "item_reference" or (kind == "reasoning" and item.get("encrypted_content"))
+        view.append(item if keep_id else {k: v for k, v in item.items() if k != "id"})
     return view + calls + outputs

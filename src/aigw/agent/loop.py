@@ -32,6 +32,8 @@ from aigw.wire.openai_responses import build_response, decode_usage, new_id
 
 log = logging.getLogger("aigw.agent")
 Item = dict[str, Any]
+# What the loop adds to `include`: reasoning in full, as a destination that keeps nothing needs it back.
+REASONING_CONTENT = "reasoning.encrypted_content"
 # Request fields the loop decides per turn, or that mean nothing to a model.
 LOOP_FIELDS = frozenset(
     {"input", "tools", "tool_choice", "stream", "store", "background", "previous_response_id", "max_tool_calls", "conversation"}
@@ -364,6 +366,11 @@ class AgentRun:
                 choice = "required"
             if choice is not None:
                 body["tool_choice"] = choice
+        # The gateway keeps the conversation, so each turn goes out with store false; then OpenAI can
+        # only be given reasoning whole, by its encrypted content (it kept nothing to look up by id).
+        include = body.get("include") if isinstance(body.get("include"), list) else []
+        if REASONING_CONTENT not in include:
+            body["include"] = [*include, REASONING_CONTENT]
         body["store"] = False
         return body
 
