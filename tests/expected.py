@@ -21,3 +21,12 @@ def echo(provider: str, text: str) -> str:
 def tool_said(provider: str, text: str) -> str:
     """Its answer after a tool result `text`."""
     return f"The tool said: {text}" if provider == "demo" else f"tool said: {text}"
+
+
+def upstream_tool_names(provider: str, body: dict) -> list[str]:
+    """The names of the tools a request in `provider`'s wire format offers the model."""
+    if provider == "compat":
+        return [tool["function"]["name"] for tool in body["tools"]]
+    if provider == "anthropic":
+        return [tool["name"] for tool in body["tools"]]
+    return [d["name"] for tool in body["tools"] for d in tool["functionDeclarations"]]

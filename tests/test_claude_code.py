@@ -61,6 +61,7 @@ import yaml
 from tests.conftest import PROVIDER_DESTINATIONS, SECRETS
 from tests.fakes import anthropic_fake, gemini_fake, openai_fake
 from tests.gateway_process import cleanup, start_gateway
+from tests.pinned_cli import require_cli
 
 CLAUDE_CODE_VERSION = "2.1.330"  # keep in step with .ci/run, which installs it
 CLAUDE = Path(__file__).resolve().parents[1] / ".ci" / "node" / "node_modules" / ".bin" / "claude"
@@ -77,20 +78,7 @@ RUN_TIMEOUT = 90
 
 @pytest.fixture(scope="module")
 def claude() -> Path:
-    """The pinned Claude Code binary; under CI=true its absence fails instead of skipping."""
-    problem = None
-    if not os.access(CLAUDE, os.X_OK):
-        problem = f"Claude Code is not installed at {CLAUDE}"
-    else:
-        version = subprocess.run([str(CLAUDE), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-        if version != f"{CLAUDE_CODE_VERSION} (Claude Code)":
-            problem = f"{CLAUDE} is {version!r}, not Claude Code {CLAUDE_CODE_VERSION}"
-    if problem:
-        problem += ": `bash .ci/run` installs it (npm install --prefix .ci/node @anthropic-ai/claude-code)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return CLAUDE
+    return require_cli(CLAUDE, f"{CLAUDE_CODE_VERSION} (Claude Code)", "npm install --prefix .ci/node @anthropic-ai/claude-code")
 
 
 def run_claude(

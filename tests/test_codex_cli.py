@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -46,7 +45,9 @@ import pytest
 import yaml
 
 from tests.conftest import PROVIDER_DESTINATIONS, SECRETS
+from tests.expected import upstream_tool_names
 from tests.gateway_process import GatewayProcess, cleanup, start_gateway
+from tests.pinned_cli import require_cli
 
 CODEX_VERSION = "0.171.0"  # keep in step with .ci/run, which installs it
 CODEX = Path(__file__).resolve().parents[1] / ".ci" / "codex" / "node_modules" / ".bin" / "codex"
@@ -64,20 +65,7 @@ RUN_TIMEOUT = 120
 
 @pytest.fixture(scope="module")
 def codex() -> Path:
-    """The pinned Codex CLI; under CI=true its absence fails instead of skipping."""
-    problem = None
-    if not os.access(CODEX, os.X_OK) or shutil.which("node") is None:
-        problem = f"Codex CLI is not installed at {CODEX} (or Node is missing)"
-    else:
-        version = subprocess.run([str(CODEX), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-        if version != f"codex-cli {CODEX_VERSION}":
-            problem = f"{CODEX} is {version!r}, not Codex CLI {CODEX_VERSION}"
-    if problem:
-        problem += ": `bash .ci/run` installs it (npm install --prefix .ci/codex @openai/codex)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return CODEX
+    return require_cli(CODEX, f"codex-cli {CODEX_VERSION}", "npm install --prefix .ci/codex @openai/codex")
 
 
 def run_codex(codex: Path, base_url: str, token: str, model: str, prompt: str, tmp: Path, config: str = "") -> subprocess.CompletedProcess:
@@ -180,14 +168,6 @@ def provider_gateway(request, fake_upstream) -> Iterator[tuple[str, GatewayProce
         cleanup(process)
 
 
-def tool_names(provider: str, body: dict) -> list[str]:
-    if provider == "compat":
-        return [t["function"]["name"] for t in body["tools"]]
-    if provider == "anthropic":
-        return [t["name"] for t in body["tools"]]
-    return [d["name"] for t in body["tools"] for d in t["functionDeclarations"]]
-
-
 def last_call_and_result(provider: str, body: dict) -> tuple[str, str]:
     """The name of the last assistant turn's call, and the text of the result that follows it."""
     if provider == "compat":
@@ -209,8 +189,8 @@ def test_codex_runs_a_namespaced_tool_through_a_translated_destination(codex, pr
     assert "tool said: invalid agent id agent_x" in proc.stdout, report  # Codex ran its own close_agent
     assert len(recorded) == 2, report
     first, second = (r["json"] for r in recorded)
-    names = tool_names(provider, first)
+    names = upstream_tool_names(provider, first)
     assert [n for n in names if n.startswith("multi_agent_v1")] == NAMESPACED and "web_search" not in names, names
     call, result = last_call_and_result(provider, second)
     assert call == "multi_agent_v1__close_agent" and result.startswith("invalid agent id agent_x"), second
-    assert tool_names(provider, second) == names
+    assert upstream_tool_names(provider, second) == names

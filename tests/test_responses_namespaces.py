@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import SECRETS
+from tests.expected import upstream_tool_names
 
 TRANSLATED = ["anthropic", "gemini", "compat"]
 AGENTS = {
@@ -53,14 +54,6 @@ def fake(fake_upstream):
     return fake_upstream
 
 
-def upstream_tools(provider: str, body: dict) -> list[str]:
-    if provider == "compat":
-        return [tool["function"]["name"] for tool in body["tools"]]
-    if provider == "anthropic":
-        return [tool["name"] for tool in body["tools"]]
-    return [d["name"] for tool in body["tools"] for d in tool["functionDeclarations"]]
-
-
 def upstream_history_calls(provider: str, body: dict) -> list[tuple[str, str]]:
     """(name of the call, name or id its result answers) of the last assistant turn and result."""
     if provider == "compat":
@@ -92,7 +85,7 @@ def test_namespaced_call_round_trip(client, fake, provider, stream):
     )  # fmt: skip
     assert "multi_agent_v1__" not in first.model_dump_json()
     sent = fake.requests[-1]["json"]
-    assert upstream_tools(provider, sent) == FLAT_TOOLS  # web_search dropped: no such tool there
+    assert upstream_tool_names(provider, sent) == FLAT_TOOLS  # web_search dropped: no such tool there
 
     # Turn two, as Codex sends it: the call in namespace form, then its output.
     fake.clear()
@@ -101,7 +94,7 @@ def test_namespaced_call_round_trip(client, fake, provider, stream):
     final = client.responses.create(model=provider, input=history, tools=TOOLS)
     assert final.output_text == "tool said: closed"
     sent = fake.requests[-1]["json"]
-    assert upstream_tools(provider, sent) == FLAT_TOOLS
+    assert upstream_tool_names(provider, sent) == FLAT_TOOLS
     answered = call.call_id if provider != "gemini" else "multi_agent_v1__close_agent"
     assert upstream_history_calls(provider, sent) == [
         ("multi_agent_v1__close_agent", call.call_id if provider != "gemini" else "gemini"), ("result", answered),

@@ -19,6 +19,7 @@ import requests
 
 from tests.expected import PNG, echo, tool_said
 from tests.conftest import MAX_REQUEST_BYTES, SECRETS
+from tests.expected import upstream_tool_names
 
 PASS_THROUGH = ["openai", "azure"]
 TRANSLATED = ["compat", "anthropic", "gemini", "demo"]
@@ -563,7 +564,7 @@ def test_unknown_previous_response_id_on_a_translated_destination_is_404(client,
     [
         ({"input": "x", "background": True}, 400, "background"),
         ({"input": "x", "conversation": "conv_123"}, 400, "conversation"),
-        ({"input": [{"type": "item_reference", "id": "msg_123"}]}, 400, "input[0]"),
+        ({"input": [{"type": "item_reference", "id": "msg_123"}]}, 404, "input"),
         ({"input": [message("user", "a"), {"type": "item_reference"}]}, 400, "input[1].id"),
     ],
     ids=["background", "conversation", "item_reference", "item_reference_without_id"],
@@ -740,14 +741,6 @@ def gateway_reasoning_token(signature: str, call_signatures: dict[str, str]) -> 
     (src/aigw/wire/openai_responses.py): "aigw:v1:" + base64url(JSON {"s": ..., "c": {call id: ...}})."""
     packed = json.dumps({"s": signature, "c": call_signatures}).encode()
     return "aigw:v1:" + base64.urlsafe_b64encode(packed).rstrip(b"=").decode()
-
-
-def upstream_tool_names(provider: str, body: dict) -> list[str]:
-    if provider == "compat":
-        return [tool["function"]["name"] for tool in body["tools"]]
-    if provider == "anthropic":
-        return [tool["name"] for tool in body["tools"]]
-    return [d["name"] for tool in body["tools"] for d in tool["functionDeclarations"]]
 
 
 @pytest.mark.parametrize("provider", FAKE_PROVIDERS)

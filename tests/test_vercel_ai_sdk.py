@@ -116,9 +116,16 @@ def test_reasoning_items_referred_to_by_the_vercel_ai_sdk(node, gateway, fake_up
     assert step_reasoning.startswith("rs_") and sorted(r[:3] for r in references) == ["msg", "rs_"]
     upstream = [r["json"]["input"] for r in fake_upstream.requests if r["path"] == "/v1/responses"]
     assert len(upstream) == 3 and "item_reference" not in json.dumps(upstream)
-    # Each reference reached the model as the item it names: reasoning with its summary, the answer.
+    # Each reference reached the model as the item it names: reasoning with its summary and its
+    # encrypted content (the loop asks OpenAI for it: store is false upstream), the answer.
     summary = [{"type": "summary_text", "text": "thinking about: what fruit"}]
-    assert {"id": step_reasoning, "type": "reasoning", "summary": summary} in upstream[1]
+
+    def reasoning(items: list[dict], id: str) -> dict:
+        (item,) = [i for i in items if i.get("id") == id]
+        return item
+
     answer_reasoning = next(r for r in references if r.startswith("rs_"))
-    assert {"id": answer_reasoning, "type": "reasoning", "summary": summary} in upstream[2]
+    for items, id in ((upstream[1], step_reasoning), (upstream[2], answer_reasoning)):
+        item = reasoning(items, id)
+        assert item["type"] == "reasoning" and item["summary"] == summary and item.get("encrypted_content"), item
     assert "tool said: the answer to what fruit is kumquat" in json.dumps(upstream[2])
