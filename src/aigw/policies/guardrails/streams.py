@@ -1,0 +1,134 @@
+"""Policies on streamed text: release what is safe as soon as it is safe, and no sooner.
+
+`StreamMasker` masks one text channel (e.g. an assistant message's content deltas). It holds back
+only text that could still be part of a finding: each detector's `live` regex marks where a finding
+might still be in progress at the end of what arrived, and a candidate that straddles the cut moves
+the cut before it. Everything before the cut is final: its findings cannot change whatever follows,
+so the concatenated outputs equal the one-shot mask of the whole text, however the text was split.
+What is held is bounded by the longest finding of the enabled entities: a few characters after an
+ordinary word, up to ~12 KB inside a JWT and ~16 KB inside a PEM private-key block (which is a
+single finding and must not leak in part).
+
+`StreamKeywordChecker` says deny as soon as a keyword or phrase is complete, holding back the
+longest entry's length (whitespace runs counting once), so a denied phrase never reaches the
+client; `re:` entries hold back their window.
+"""
+
+from __future__ import annotations
+
+from .keywords import KeywordMatcher
+from .pii import PiiScanner, apply_mask, resolve
+
+_CONTEXT = 64  # released characters kept for lookbehinds and the detectors' left context
+_KEYWORD_HOLD_LIMIT = 64 * 1024  # past this, held text is released even inside a whitespace run
+
+
+class StreamMasker:
+    """`feed(delta)` returns the text now safe to release (masked); `finish()` returns the rest."""
+
+    def __init__(self, scanner: PiiScanner) -> None:
+        self._scanner = scanner
+        self._text = ""  # kept context, then the text not yet released
+        self._start = 0  # where the unreleased text begins in _text
+
+    @property
+    def held(self) -> int:
+        return len(self._text) - self._start
+
+    def feed(self, delta: str) -> str:
+        if not delta:
+            return ""
+        self._text += delta
+        if not self._scanner.detectors:
+            return self._release(len(self._text), [])
+        return self._release(*self._safe_cut())
+
+    def finish(self) -> str:
+        findings, _ = self._scanner.candidates(self._text, self._start)
+        return self._release(len(self._text), findings)
+
+    def _safe_cut(self) -> tuple[int, list]:
+        text, end = self._text, len(self._text)
+        cut = end
+        for detector in self._scanner.detectors:
+            live = detector.live.search(text, max(self._start, end - detector.horizon))
+            if live is not None and live.start() < cut:
+                cut = live.start()
+        findings, spans = self._scanner.candidates(text, self._start)
+        moved = True
+        while moved:  # a candidate across the cut is not final: cut before it (which may cross another)
+            moved = False
+            for start, stop in spans:
+                if start < cut < stop:
+                    cut, moved = start, True
+        return cut, findings
+
+    def _release(self, cut: int, findings: list) -> str:
+        if cut <= self._start:
+            return ""
+        final = resolve(f for f in findings if f.start < cut)
+        out = apply_mask(self._text, final, self._start, cut)
+        keep = max(0, cut - _CONTEXT)
+        self._text = self._text[keep:]
+        self._start = cut - keep
+        return out
+
+
+class StreamKeywordChecker:
+    """`feed(delta)` returns `(text safe to release, denied)`; once denied, nothing more is released."""
+
+    def __init__(self, matcher: KeywordMatcher) -> None:
+        self._matcher = matcher
+        self._hold = matcher.longest + 1 if matcher.words is not None else 0  # +1: the boundary after
+        if matcher.regexes:
+            self._hold = max(self._hold, matcher.window)
+        self._context = max(matcher.window if matcher.regexes else 0, matcher.longest + 2, 8)
+        self._text = ""
+        self._start = 0
+        self.denied = False
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        if self.denied:
+            return "", True
+        self._text += delta
+        if self._matches(final=False):
+            return self._deny()
+        return self._release(self._cut()), False
+
+    def finish(self) -> tuple[str, bool]:
+        if self.denied or self._matches(final=True):
+            return self._deny()
+        return self._release(len(self._text)), False
+
+    def _matches(self, final: bool) -> bool:
+        """A match counts once the character after it has arrived (it may yet continue a word)."""
+        text, end = self._text, len(self._text)
+        patterns = ([self._matcher.words] if self._matcher.words is not None else []) + self._matcher.regexes
+        for pattern in patterns:
+            for match in pattern.finditer(text):  # a match ending in released text was seen before
+                if match.end() > self._start and (match.end() < end or final):
+                    return True
+        return False
+
+    def _cut(self) -> int:
+        """Walk back from the end until `hold` characters, a whitespace run counting as one."""
+        text, at, seen = self._text, len(self._text), 0
+        while at > self._start and seen < self._hold:
+            at -= 1
+            if not (text[at].isspace() and at > 0 and text[at - 1].isspace()):
+                seen += 1
+        return max(at, len(text) - _KEYWORD_HOLD_LIMIT)
+
+    def _release(self, cut: int) -> str:
+        if cut <= self._start:
+            return ""
+        out = self._text[self._start : cut]
+        keep = max(0, cut - self._context)
+        self._text = self._text[keep:]
+        self._start = cut - keep
+        return out
+
+    def _deny(self) -> tuple[str, bool]:
+        self.denied = True
+        self._text, self._start = "", 0
+        return "", True
