@@ -28,7 +28,7 @@ from phonenumbers import Leniency, PhoneNumberMatcher
 
 from aigw.store.token_format import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, TOKEN_PREFIX
 
-ENTITIES = ("SECRET", "CREDIT_CARD", "IBAN", "US_SSN", "EMAIL", "IP_ADDRESS", "PHONE")  # overlap priority
+ENTITIES = ("SECRET", "IBAN", "CREDIT_CARD", "US_SSN", "EMAIL", "IP_ADDRESS", "PHONE")  # overlap priority
 
 Span = tuple[int, int]
 Validator = Callable[[str, "re.Match[str]"], list[Span]]
@@ -72,7 +72,7 @@ _PHONE = re.compile(rf"(?<![\w+(])[+(]?\d(?:{_SEP}{{0,3}}+\d){{0,30}}+")
 _PHONE_LIVE = re.compile(rf"(?<![\w+(])[+(]?(?:\d(?:{_SEP}{{0,3}}+\d){{0,30}}+)?{_SEP}{{0,3}}\Z")
 # A bare run of digits is a phone number only after one of these words: order numbers, account
 # numbers and timestamps are bare digits too.
-_PHONE_WORDS = re.compile(r"(?:phone|tel|call|mobile|cell|fax|whatsapp|text me|sms|dial|number)\W{0,8}(?:\w+\W{1,3}){0,2}\Z", re.I)
+_PHONE_WORDS = re.compile(r"(?:phone|tel|call|mobile|cell|fax|whatsapp|text me|sms|dial|reach me|my number|number is)\W{0,8}(?:\w+\W{1,3}){0,2}\Z", re.I)
 _PHONE_CONTEXT = 32
 
 
@@ -122,7 +122,14 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Groups of four digits after a country code and check digits are the inside of an IBAN (valid or not).
+_IBAN_BEFORE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: [A-Z0-9]{4}){0,7} \Z")
+
+
 def _card(text: str, match: re.Match[str]) -> list[Span]:
+    start = match.start()
+    if _IBAN_BEFORE.search(text[max(0, start - 40) : start]):
+        return []
     digits = re.sub(r"\D", "", match.group())
     # Issuer ranges in use (Amex, Diners, JCB 3; Visa 4; Mastercard 51-55 and 2221-2720; Discover,
     # Maestro, UnionPay 5/6): other first digits are account or order numbers.
@@ -278,8 +285,8 @@ def build_detectors(entities: frozenset[str], region: str) -> tuple[Detector, ..
         Detector("SECRET", _PRIVATE_KEY, _private_key, _PRIVATE_KEY_LIVE, _KEY_BLOCK_BODY + 200),
         Detector("SECRET", _JWT, _jwt, _JWT_LIVE, 12300),
         Detector("SECRET", _KEYS, _key, _KEYS_LIVE, 600),
-        Detector("CREDIT_CARD", _CARD, _card, _CARD_LIVE, 24),
         Detector("IBAN", _IBAN, _iban, _IBAN_LIVE, 66),
+        Detector("CREDIT_CARD", _CARD, _card, _CARD_LIVE, 24),
         Detector("US_SSN", _SSN, _ssn, _SSN_LIVE, 13),
         Detector("EMAIL", _EMAIL, _email, _EMAIL_LIVE, 666),
         Detector("IP_ADDRESS", _IPV4, _ipv4, _IPV4_LIVE, 16),
