@@ -259,12 +259,12 @@ def _jwt(text: str, match: re.Match[str]) -> list[Span]:
 
 
 # A PEM private key: the header, a body with no "-----" in it, the footer. Without a footer within
-# 16 KiB (a 4096-bit RSA key is ~3.3 KB), the header and the base64 lines after it.
+# 16 KiB (a 4096-bit RSA key is ~3.3 KB), the header and the base64 lines right after it (a key cut off).
 _KEY_BLOCK_BODY = 16384
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----(?:"
     rf"(?:[^-]|-(?!----)){{0,{_KEY_BLOCK_BODY}}}+-----END [A-Z0-9 ]{{0,40}}PRIVATE KEY-----"
-    rf"|[A-Za-z0-9+/=\s]{{0,{_KEY_BLOCK_BODY}}}+)"
+    r"|(?:\r?\n[A-Za-z0-9+/=]{1,76}+(?![^\r\n])){0,200}+)"
 )
 _PRIVATE_KEY_LIVE = re.compile(
     rf"-----BEGIN [A-Z0-9 ]{{0,40}}PRIVATE KEY-----(?:[^-]|-(?!----)){{0,{_KEY_BLOCK_BODY}}}+(?:-{{1,5}}[A-Z0-9 ]{{0,60}}-{{0,5}})?\Z"
