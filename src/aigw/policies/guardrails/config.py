@@ -218,15 +218,15 @@ def _check_pii(policy: PiiPolicyConfig, where: str) -> None:
         raise PolicyConfigError(f"{where}.region: '{policy.region}' is not a two-letter region phonenumbers knows")
 
 
-def _check_keywords(policy: KeywordsPolicyConfig, where: str) -> None:
+def _check_keywords(policy: KeywordsPolicyConfig, where: str, field: str = "deny") -> None:
     if not policy.deny or len(policy.deny) > MAX_ENTRIES:
-        raise PolicyConfigError(f"{where}.deny: list 1 to {MAX_ENTRIES} words, phrases or re: expressions")
+        raise PolicyConfigError(f"{where}.{field}: list 1 to {MAX_ENTRIES} words, phrases or re: expressions")
     if not 16 <= policy.window <= 4096:
         raise PolicyConfigError(f"{where}.window: must be between 16 and 4096 characters")
     try:
         KeywordMatcher(policy.deny, policy.window)
     except KeywordError as exc:
-        raise PolicyConfigError(f"{where}.deny{exc}") from None
+        raise PolicyConfigError(f"{where}.{field}{exc}") from None
 
 
 def _check_endpoint_named(policy: Any, where: str) -> None:
@@ -234,10 +234,10 @@ def _check_endpoint_named(policy: Any, where: str) -> None:
         raise PolicyConfigError(f"{where}.endpoint: must name an endpoint of this gateway")
 
 
-def _check_topics(policy: TopicsPolicyConfig, where: str) -> None:
+def _check_topics(policy: TopicsPolicyConfig, where: str, field: str = "topics") -> None:
     _check_endpoint_named(policy, where)
     if not policy.topics or len(policy.topics) > MAX_ENTRIES or any(not t.strip() for t in policy.topics):
-        raise PolicyConfigError(f"{where}.topics: list 1 to {MAX_ENTRIES} topics, none empty")
+        raise PolicyConfigError(f"{where}.{field}: list 1 to {MAX_ENTRIES} topics, none empty")
     if not 0 <= policy.threshold <= 1:
         raise PolicyConfigError(f"{where}.threshold: must be between 0 and 1")
 
@@ -299,7 +299,7 @@ def guardrail_policies(endpoint: str, raw: Any, where: str) -> list[PolicyConfig
             policies.append(PiiPolicyConfig(name=f"{prefix}.pii", on=[phase], action=action))
         if isinstance(block, GuardrailInput) and block.invalid_keywords:
             keywords = KeywordsPolicyConfig(name=f"{prefix}.invalid_keywords", on=[phase], deny=block.invalid_keywords)
-            _check_keywords(keywords, f"{where}.{side}.invalid_keywords")
+            _check_keywords(keywords, f"{where}.{side}", "invalid_keywords")
             policies.append(keywords)
         if block.safety:
             policies.append(UnsafeContentPolicyConfig(name=f"{prefix}.safety", on=[phase], endpoint=shorthand.endpoint))
@@ -307,7 +307,7 @@ def guardrail_policies(endpoint: str, raw: Any, where: str) -> list[PolicyConfig
             if shorthand.endpoint is None:
                 raise PolicyConfigError(f"{where}.{side}.valid_topics: needs {where}.endpoint, the chat endpoint that judges topics")
             topics = TopicsPolicyConfig(name=f"{prefix}.valid_topics", on=[phase], topics=block.valid_topics, endpoint=shorthand.endpoint)
-            _check_topics(topics, f"{where}.{side}")
+            _check_topics(topics, f"{where}.{side}", "valid_topics")
             policies.append(topics)
     return policies
 
