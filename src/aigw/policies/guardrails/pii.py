@@ -8,6 +8,7 @@ earlier in `ENTITIES` wins. See pii_detectors.py for the detectors and why their
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -57,12 +58,23 @@ class PiiScanner:
     def __init__(self, entities: Iterable[str] = ENTITIES, region: str = "US") -> None:
         self.entities = frozenset(entities)
         self.detectors: tuple[Detector, ...] = build_detectors(self.entities, region)
+        # Every detector's `live` regex in one: the leftmost position any of them matches from.
+        self.live = re.compile("|".join(f"(?:{d.live.pattern})" for d in self.detectors)) if self.detectors else None
+        self.horizon = max((d.horizon for d in self.detectors), default=0)
+        # Needles: one regex is quicker on a stream's few held characters, str.find on long texts.
+        self._needles = [re.compile("|".join(map(re.escape, d.needles))) if d.needles else None for d in self.detectors]
 
     def candidates(self, text: str, pos: int = 0) -> tuple[list[Finding], list[tuple[int, int]]]:
         """Unresolved findings from `pos` on, and the span of every candidate (valid or not)."""
         findings: list[Finding] = []
         spans: list[tuple[int, int]] = []
-        for detector in self.detectors:
+        short = len(text) - pos < 512
+        for detector, needles in zip(self.detectors, self._needles):
+            if needles is not None:
+                if short and needles.search(text, pos) is None:
+                    continue
+                if not short and not any(text.find(needle, pos) >= 0 for needle in detector.needles):
+                    continue
             for match in detector.candidates.finditer(text, pos):
                 spans.append(match.span())
                 for start, end in detector.validate(text, match):

@@ -16,11 +16,14 @@ client; `re:` entries hold back their window.
 
 from __future__ import annotations
 
+import re
+
 from .keywords import KeywordMatcher
 from .pii import PiiScanner, apply_mask, resolve
 
 _CONTEXT = 64  # released characters kept for lookbehinds and the detectors' left context
-_KEYWORD_HOLD_LIMIT = 64 * 1024  # past this, held text is released even inside a whitespace run
+_KEYWORD_HOLD_LIMIT = 64 * 1024
+_REPEATED_SPACE = re.compile(r"(?<=\s)\s")  # past this, held text is released even inside a whitespace run
 
 
 class StreamMasker:
@@ -49,11 +52,11 @@ class StreamMasker:
 
     def _safe_cut(self) -> tuple[int, list]:
         text, end = self._text, len(self._text)
-        cut = end
-        for detector in self._scanner.detectors:
-            live = detector.live.search(text, max(self._start, end - detector.horizon))
-            if live is not None and live.start() < cut:
-                cut = live.start()
+        assert self._scanner.live is not None
+        live = self._scanner.live.search(text, max(self._start, end - self._scanner.horizon))
+        cut = end if live is None else live.start()
+        if cut <= self._start:  # the usual case mid-word: nothing to release, nothing to scan
+            return cut, []
         findings, spans = self._scanner.candidates(text, self._start)
         moved = True
         while moved:  # a candidate across the cut is not final: cut before it (which may cross another)
@@ -82,7 +85,7 @@ class StreamKeywordChecker:
         self._hold = matcher.longest + 1 if matcher.words is not None else 0  # +1: the boundary after
         if matcher.regexes:
             self._hold = max(self._hold, matcher.window)
-        self._context = max(matcher.window if matcher.regexes else 0, matcher.longest + 2, 8)
+        self._context = 8  # for the lookbehind at a keyword's start
         self._text = ""
         self._start = 0
         self.denied = False
@@ -101,23 +104,27 @@ class StreamKeywordChecker:
         return self._release(len(self._text)), False
 
     def _matches(self, final: bool) -> bool:
-        """A match counts once the character after it has arrived (it may yet continue a word)."""
+        """A match counts once the character after it has arrived (it may yet continue a word). No
+        match starts in released text (that is what the hold is for), so the search starts there."""
         text, end = self._text, len(self._text)
         patterns = ([self._matcher.words] if self._matcher.words is not None else []) + self._matcher.regexes
         for pattern in patterns:
-            for match in pattern.finditer(text):  # a match ending in released text was seen before
-                if match.end() > self._start and (match.end() < end or final):
+            for match in pattern.finditer(text, self._start):
+                if match.end() < end or final:
                     return True
         return False
 
     def _cut(self) -> int:
-        """Walk back from the end until `hold` characters, a whitespace run counting as one."""
-        text, at, seen = self._text, len(self._text), 0
-        while at > self._start and seen < self._hold:
-            at -= 1
-            if not (text[at].isspace() and at > 0 and text[at - 1].isspace()):
-                seen += 1
-        return max(at, len(text) - _KEYWORD_HOLD_LIMIT)
+        """`hold` characters back from the end, a whitespace run counting as one character."""
+        text, end = self._text, len(self._text)
+        cut = max(self._start, end - self._hold)
+        while cut > self._start:  # widen by the extra whitespace in the tail until it is stable
+            extra = len(_REPEATED_SPACE.findall(text, cut, end))
+            widened = max(self._start, end - self._hold - extra)
+            if widened == cut:
+                break
+            cut = widened
+        return max(cut, end - _KEYWORD_HOLD_LIMIT)
 
     def _release(self, cut: int) -> str:
         if cut <= self._start:
