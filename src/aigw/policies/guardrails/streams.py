@@ -33,10 +33,16 @@ class StreamMasker:
         self._scanner = scanner
         self._text = ""  # kept context, then the text not yet released
         self._start = 0  # where the unreleased text begins in _text
+        self.found: set[str] = set()  # the entities of the findings released so far (masked)
 
     @property
     def held(self) -> int:
         return len(self._text) - self._start
+
+    @property
+    def pending(self) -> str:
+        """The text held back, as it arrived."""
+        return self._text[self._start :]
 
     def feed(self, delta: str) -> str:
         if not delta:
@@ -70,6 +76,7 @@ class StreamMasker:
         if cut <= self._start:
             return ""
         final = resolve(f for f in findings if f.start < cut)
+        self.found.update(f.entity for f in final)
         out = apply_mask(self._text, final, self._start, cut)
         keep = max(0, cut - _CONTEXT)
         self._text = self._text[keep:]
@@ -89,6 +96,10 @@ class StreamKeywordChecker:
         self._text = ""
         self._start = 0
         self.denied = False
+
+    @property
+    def pending(self) -> str:
+        return self._text[self._start :]
 
     def feed(self, delta: str) -> tuple[str, bool]:
         if self.denied:
