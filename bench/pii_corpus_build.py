@@ -194,7 +194,8 @@ HARD_POSITIVES = [
     ("route {}/24 through the VPN", "10.20.0.0", "IP_ADDRESS"),
     ("the sequence {} is Visa's test number", "4111111111111111", "CREDIT_CARD"),
     ("EMAIL ME: {}", "JOHN.DOE@EXAMPLE.COM", "EMAIL"),
-    ("phone (+44) {}", "20 7946 0958", "PHONE"),
+    ("phone {}", "(+44) 20 7946 0958", "PHONE"),
+    ("ref AB12 3456 7890 1234 or {}", "DE89 3704 0044 0532 0130 00", "IBAN"),  # after a near miss
     ("my number is {}", "2025550143", "PHONE"),
     ("card {} exp 09/28", "4111-1111-1111-1111", "CREDIT_CARD"),
     ("aws_secret_access_key = {}", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SECRET"),  # no prefix to know it by

@@ -65,7 +65,8 @@ class PiiScanner:
         self._needles = [re.compile("|".join(map(re.escape, d.needles))) if d.needles else None for d in self.detectors]
 
     def candidates(self, text: str, pos: int = 0) -> tuple[list[Finding], list[tuple[int, int]]]:
-        """Unresolved findings from `pos` on, and the span of every candidate (valid or not)."""
+        """Unresolved findings from `pos` on, and the span of every candidate (valid or not, and
+        widened to its findings: a candidate may read ahead of what it matched)."""
         findings: list[Finding] = []
         spans: list[tuple[int, int]] = []
         short = len(text) - pos < 512
@@ -76,9 +77,11 @@ class PiiScanner:
                 if not short and not any(text.find(needle, pos) >= 0 for needle in detector.needles):
                     continue
             for match in detector.candidates.finditer(text, pos):
-                spans.append(match.span())
+                stop = match.end()
                 for start, end in detector.validate(text, match):
                     findings.append(Finding(start, end, detector.entity))
+                    stop = max(stop, end)
+                spans.append((match.start(), stop))
         return findings, spans
 
     def find(self, text: str) -> list[Finding]:

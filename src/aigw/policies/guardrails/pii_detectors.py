@@ -73,8 +73,8 @@ def _email(text: str, match: re.Match[str]) -> list[Span]:
 # --- phone numbers --------------------------------------------------------------------------------
 
 _SEP = r"[ \-.()/\u00a0]"
-_PHONE = re.compile(rf"[+(\d](?<![\w+(][+(\d])(?:(?<=\d)|\d)(?:{_SEP}{{0,3}}+\d){{0,30}}+")
-_PHONE_LIVE = re.compile(rf"(?<![\w+(])[+(]?(?:\d(?:{_SEP}{{0,3}}+\d){{0,30}}+)?{_SEP}{{0,3}}\Z")
+_PHONE = re.compile(rf"[+(\d](?<![\w+(][+(\d])(?:(?<=\d)|(?<=\()\+?\d|\d)(?:{_SEP}{{0,3}}+\d){{0,30}}+")
+_PHONE_LIVE = re.compile(rf"(?<![\w+(])(?:\(\+?|\+)?(?:\d(?:{_SEP}{{0,3}}+\d){{0,30}}+)?{_SEP}{{0,3}}\Z")
 # A bare run of digits is a phone number only after one of these words: order numbers, account
 # numbers and timestamps are bare digits too.
 _PHONE_WORDS = re.compile(r"(?:phone|tel|call|mobile|cell|fax|whatsapp|text me|sms|dial|reach me|my number|number is)\W{0,8}(?:\w+\W{1,3}){0,2}\Z", re.I)
@@ -146,8 +146,10 @@ def _card(text: str, match: re.Match[str]) -> list[Span]:
 
 # --- IBAN -----------------------------------------------------------------------------------------
 
-_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}+")
-_IBAN_LIVE = re.compile(r"(?<![A-Za-z0-9])[A-Z](?:[A-Z](?:\d(?:\d(?: ?[A-Z0-9]){0,30}+ ?)?)?)?\Z")
+# The body is read in a lookahead: the candidate is one character, so the search goes on right after
+# it and an IBAN that follows a near miss ("... 00 or GB82 ...") is still found.
+_IBAN = re.compile(r"[A-Za-z](?<![A-Za-z0-9][A-Za-z])(?=([A-Za-z]\d{2}(?: ?[A-Za-z0-9]){11,30}+))")
+_IBAN_LIVE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z](?:[A-Za-z](?:\d(?:\d(?: ?[A-Za-z0-9]){0,30}+ ?)?)?)?\Z")
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
     "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
@@ -160,37 +162,47 @@ IBAN_LENGTHS = {
 }  # fmt: skip
 
 
+_LETTER_DIGITS = str.maketrans({c: str(ord(c) - 55) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"})  # A=10 ... Z=35
+_NUMERIC_BBAN = frozenset("AT BA BE CZ DE DK EE ES FI HR HU LT ME NO PL PT RS SE SI SK TN".split())
+
+
 def iban_valid(iban: str) -> bool:
     """ISO 13616: the country's length, and mod 97 of the rearranged number is 1."""
     if IBAN_LENGTHS.get(iban[:2]) != len(iban):
         return False
+    if not iban[2:4].isdigit() or (iban[:2] in _NUMERIC_BBAN and not iban[4:].isdigit()):
+        return False
     rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    return int(rearranged.translate(_LETTER_DIGITS)) % 97 == 1
 
 
 def _iban(text: str, match: re.Match[str]) -> list[Span]:
-    start, stop = match.span()
-    length = IBAN_LENGTHS.get(text[start : start + 2])
+    start, stop = match.start(), match.end(1)
+    length = IBAN_LENGTHS.get(text[start : start + 2].upper())
     if length is None:
         return []
-    chars, end = [], start
-    while end < stop and len(chars) < length:
-        if text[end] != " ":
-            chars.append(text[end])
-        end += 1
-    if len(chars) < length or (end < len(text) and text[end].isalnum()):
+    compact = text[start:stop].replace(" ", "")
+    if len(compact) < length or not iban_valid(compact[:length].upper()):
         return []
-    return [(start, end)] if iban_valid("".join(chars)) else []
+    end, seen = start, 0
+    while seen < length:  # where the last character of the IBAN is, spaces included
+        seen += text[end] != " "
+        end += 1
+    return [] if end < len(text) and text[end].isalnum() else [(start, end)]
 
 
 # --- US social security numbers -------------------------------------------------------------------
 
-_SSN = re.compile(r"\d(?<![\w-]\d)\d{2}([- ])(\d{2})\1(\d{4})(?![\w-]|[.,]\d)")
+_SSN = re.compile(r"\d(?<![\w-]\d)\d{2}([- ]?)(\d{2})\1(\d{4})(?![\w-]|[.,]\d)")
+# Nine bare digits are an SSN only after one of these (they are as often an id or an amount).
+_SSN_WORDS = re.compile(r"(?:ssn|ss#|social security(?: number| no\.?)?|tax id|tin)\W{0,12}(?:is\W{1,3})?\Z", re.I)
 _SSN_LIVE = re.compile(r"(?<![\w-])\d[\d -]{0,10}[.,]?\Z")
 
 
 def _ssn(text: str, match: re.Match[str]) -> list[Span]:
-    area, (_, group, serial) = match.group()[:3], match.groups()
+    area, (separator, group, serial) = match.group()[:3], match.groups()
+    if not separator and not _SSN_WORDS.search(text[max(0, match.start() - 32) : match.start()]):
+        return []
     if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
         return []
     return [match.span()]
@@ -198,8 +210,8 @@ def _ssn(text: str, match: re.Match[str]) -> list[Span]:
 
 # --- IP addresses ---------------------------------------------------------------------------------
 
-_IPV4 = re.compile(r"\d(?<![\w.:]\d)\d{0,2}+(?:\.\d{1,3}+){3}(?![\w]|\.\d)")
-_IPV4_LIVE = re.compile(r"(?<![\w.:])[\d.]{1,16}\Z")
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}+(?:\.\d{1,3}+){3}(?![\w]|\.\d)")
+_IPV4_LIVE = re.compile(r"(?<![\w.])[\d.]{1,16}\Z")
 # "version 1.2.3.4" is a version number: a dotted quad right after one of these words is not an address.
 _VERSION_WORDS = re.compile(r"(?:version|ver|release|build|firmware|v)[\s:.#]{0,3}\Z", re.I)
 _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f:.]{2,45}+(?![\w:.])")
