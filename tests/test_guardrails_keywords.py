@@ -51,3 +51,10 @@ def test_a_slow_regex_is_bounded_by_its_window() -> None:
     assert not matcher.search("1" * 200_000)
     assert time.perf_counter() - started < 5.0
     assert matcher.search("1" * 200_000 + "x")  # the match's last window holds it
+
+
+def test_a_window_edge_is_not_a_word_boundary() -> None:
+    matcher = KeywordMatcher(["re:\\bticket-\\d{6}\\b"], window=16)
+    text = "x" * 18 + " ticket-1234567 " + "y" * 40  # the first window ends inside the number
+    assert not matcher.search(text)
+    assert matcher.search(text.replace("1234567", "123456"))
