@@ -3,6 +3,9 @@ only what may still be part of a finding; the keyword checker denies before a ph
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from aigw.policies.guardrails.keywords import KeywordMatcher
@@ -125,3 +128,33 @@ def test_a_denied_phrase_never_reaches_the_client(before: str, after: str, cuts:
         released.append(piece)
     assert denied
     assert "falcon" not in "".join(released).lower()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-----BEGIN PRIVATE KEY-----\n" + "QUJD" * 100_000,  # a key block that never ends
+        "eyJhbGciOiJub25lIn0." + "a" * 400_000,  # a JWT that never ends
+        "a" * 400_000, "1 " * 200_000, "john" + "." * 400_000,
+    ],
+)
+def test_a_long_hostile_stream_costs_linear_time(text: str) -> None:
+    started = time.perf_counter()
+    masker = StreamMasker(SCANNER)
+    for at in range(0, len(text), 4):
+        masker.feed(text[at : at + 4])
+        assert masker.held < 40_000
+    masker.finish()
+    assert time.perf_counter() - started < 20  # ~1-3 s measured alone: 100k feeds
+
+
+@pytest.mark.timeout(120)
+def test_a_long_whitespace_run_costs_the_keyword_checker_linear_time() -> None:
+    checker = StreamKeywordChecker(KeywordMatcher(["project falcon", "re:x{3}"]))
+    started = time.perf_counter()
+    for _ in range(100_000):
+        checker.feed("    ")
+    rest, denied = checker.finish()
+    assert not denied and rest.strip() == "" and len(rest) < 90_000  # the 64 KiB limit plus a quarter
+    assert time.perf_counter() - started < 20

@@ -73,8 +73,8 @@ def _email(text: str, match: re.Match[str]) -> list[Span]:
 # --- phone numbers --------------------------------------------------------------------------------
 
 _SEP = r"[ \-.()/\u00a0]"
-_PHONE = re.compile(rf"[+(\d](?<![\w+(][+(\d])(?:(?<=\d)|(?<=\()\+?\d|\d)(?:{_SEP}{{0,3}}+\d){{0,30}}+")
-_PHONE_LIVE = re.compile(rf"(?<![\w+(])(?:\(\+?|\+)?(?:\d(?:{_SEP}{{0,3}}+\d){{0,30}}+)?{_SEP}{{0,3}}\Z")
+_PHONE = re.compile(rf"[+(\d](?<![\w+(][+(\d])(?:(?<=\d)|(?<=\()\+?\d|\d)(?:{_SEP}{{0,3}}+\d){{0,17}}+")
+_PHONE_LIVE = re.compile(rf"(?<![\w+(])(?:\(\+?|\+)?(?:\d(?:{_SEP}{{0,3}}+\d){{0,17}}+)?{_SEP}{{0,3}}\Z")
 # A bare run of digits is a phone number only after one of these words: order numbers, account
 # numbers and timestamps are bare digits too.
 _PHONE_WORDS = re.compile(r"(?:phone|tel|call|mobile|cell|fax|whatsapp|text me|sms|dial|reach me|my number|number is)\W{0,8}(?:\w+\W{1,3}){0,2}\Z", re.I)
@@ -310,7 +310,7 @@ def build_detectors(entities: frozenset[str], region: str) -> tuple[Detector, ..
         Detector("EMAIL", _EMAIL, _email, _EMAIL_LIVE, 666, ("@",)),
         Detector("IP_ADDRESS", _IPV4, _ipv4, _IPV4_LIVE, 16),
         Detector("IP_ADDRESS", _IPV6, _ipv6, _IPV6_LIVE, 46, (":",)),
-        Detector("PHONE", _PHONE, _phone(region), _PHONE_LIVE, 130),
+        Detector("PHONE", _PHONE, _phone(region), _PHONE_LIVE, 80),
     )
     return tuple(d for d in all_detectors if d.entity in entities)
 

@@ -22,8 +22,13 @@ from .keywords import KeywordMatcher
 from .pii import PiiScanner, apply_mask, resolve
 
 _CONTEXT = 64  # released characters kept for lookbehinds and the detectors' left context
+# Deciding what to release costs time in proportion to what is held. While much is held (inside a
+# key block, a long whitespace run) the decision waits until the held text has grown by a quarter,
+# so a stream costs linear time whatever it holds. Waiting is safe: fewer, larger chunks give the
+# same output.
+_EAGER_HOLD = 1024
 _KEYWORD_HOLD_LIMIT = 64 * 1024
-_REPEATED_SPACE = re.compile(r"(?<=\s)\s")  # past this, held text is released even inside a whitespace run
+_SPACE_RUNS = re.compile(r"\s{2,}")  # past this, held text is released even inside a whitespace run
 
 
 class StreamMasker:
@@ -34,6 +39,7 @@ class StreamMasker:
         self._text = ""  # kept context, then the text not yet released
         self._start = 0  # where the unreleased text begins in _text
         self.found: set[str] = set()  # the entities of the findings released so far (masked)
+        self._waiting = 0  # characters arrived since the last decision
 
     @property
     def held(self) -> int:
@@ -50,6 +56,10 @@ class StreamMasker:
         self._text += delta
         if not self._scanner.detectors:
             return self._release(len(self._text), [])
+        self._waiting += len(delta)
+        if self.held > _EAGER_HOLD and self._waiting < self.held // 4:
+            return ""
+        self._waiting = 0
         return self._release(*self._safe_cut())
 
     def finish(self) -> str:
@@ -95,6 +105,7 @@ class StreamKeywordChecker:
         self._context = 8  # for the lookbehind at a keyword's start
         self._text = ""
         self._start = 0
+        self._waiting = 0
         self.denied = False
 
     @property
@@ -105,6 +116,10 @@ class StreamKeywordChecker:
         if self.denied:
             return "", True
         self._text += delta
+        self._waiting += len(delta)
+        if len(self._text) - self._start > _EAGER_HOLD and self._waiting < (len(self._text) - self._start) // 4:
+            return "", False
+        self._waiting = 0
         if self._matches(final=False):
             return self._deny()
         return self._release(self._cut()), False
@@ -130,7 +145,7 @@ class StreamKeywordChecker:
         text, end = self._text, len(self._text)
         cut = max(self._start, end - self._hold)
         while cut > self._start:  # widen by the extra whitespace in the tail until it is stable
-            extra = len(_REPEATED_SPACE.findall(text, cut, end))
+            extra = sum(run.end() - run.start() - 1 for run in _SPACE_RUNS.finditer(text, cut, end))
             widened = max(self._start, end - self._hold - extra)
             if widened == cut:
                 break
