@@ -97,3 +97,17 @@ async def test_cancellation_is_not_a_policy_error() -> None:
     except asyncio.CancelledError:
         return
     raise AssertionError("the cancellation was swallowed")
+
+
+async def test_a_big_body_is_checked_off_the_serving_loop() -> None:
+    import threading
+
+    seen: list[str] = []
+    scanner = PiiScanner(["EMAIL"])
+    find = scanner.find
+    scanner.find = lambda text: seen.append(threading.current_thread().name) or find(text)  # type: ignore[method-assign]
+    policy = PiiPolicy("no-pii", BOTH, "mask", scanner)
+    await PolicyEngine([policy]).run(["small john@example.com"], CALL)
+    outcome = await PolicyEngine([policy]).run(["x" * 300_000 + " john@example.com"], CALL)
+    assert outcome.texts[0].endswith(" [EMAIL]")
+    assert seen[0] == threading.main_thread().name and seen[1] != threading.main_thread().name

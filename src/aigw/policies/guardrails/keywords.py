@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from aigw.offload import run_heavy
+
 from .verdicts import ALLOW, OnError, Phase, PolicyContext, Verdict, refusal_message
 
 try:  # the parser behind re.compile; where it is missing, the nesting check is skipped
@@ -145,6 +147,10 @@ class KeywordsPolicy:
         self.on_error, self.timeout = on_error, timeout
 
     async def check(self, texts: list[str], context: PolicyContext) -> Verdict:
-        if any(text and self.matcher.search(text) for text in texts):
+        size = sum(len(t) for t in texts)
+        if await run_heavy(self.matches, texts, size=size):  # a big body on a worker thread
             return Verdict.deny(("keywords",), refusal_message(self.name, context.phase, ("keywords",)))
         return ALLOW
+
+    def matches(self, texts: list[str]) -> bool:
+        return any(text and self.matcher.search(text) for text in texts)
