@@ -27,8 +27,8 @@ _CONTEXT = 64  # released characters kept for lookbehinds and the detectors' lef
 # so a stream costs linear time whatever it holds. Waiting is safe: fewer, larger chunks give the
 # same output.
 _EAGER_HOLD = 1024
-_KEYWORD_HOLD_LIMIT = 64 * 1024
-_SPACE_RUNS = re.compile(r"\s{2,}")  # past this, held text is released even inside a whitespace run
+_KEYWORD_HOLD_LIMIT = 64 * 1024  # past this, held text is released even inside a whitespace run
+_SPACE_RUNS = re.compile(r"\s{2,}")
 
 
 class StreamMasker:
