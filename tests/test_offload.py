@@ -53,8 +53,9 @@ def test_health_answers_while_a_big_request_is_worked_on(gateway, path: str, bod
         prober.join()
     assert answer.status_code == 200, answer.text[:300]
     # Without the offload the loop was blocked for the whole request (seconds); with it, a probe
-    # waits at most for a GIL hand-over or a C call such as the JSON parse.
-    assert max(latencies) < max(1.0, took / 3), f"/health took up to {max(latencies):.2f}s during a {took:.2f}s request"
+    # waits at most for a GIL hand-over or a C call such as the JSON parse (up to ~1 s when other
+    # processes share the cores: the bound leaves room for that, and none for a blocked loop).
+    assert max(latencies) < max(1.5, took / 2), f"/health took up to {max(latencies):.2f}s during a {took:.2f}s request"
 
 
 @pytest.fixture(scope="module")
