@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,8 +50,8 @@ ORDER = [
     "header of 100 KiB", "header of 1 MiB", "10,000 small headers", "URL of 20 KiB", "slow head (a header line/s)",
     "body stalls after 10 bytes", "body trickles 1 byte/s", "two Host headers", "HTTP/1.1 without Host",
     "two Authorization (valid first)", "two Authorization (valid last)", "Content-Length + chunked", "two Content-Length",
-    "Transfer-Encoding: gzip", "Expect: 100-continue", "3 pipelined requests", "client leaves before answer",
-    "HTTP/2 prior knowledge", "SIGTERM with a call in flight",
+    "Transfer-Encoding: gzip", "Expect: 100-continue", "3 pipelined requests", "client leaves before answer", "client leaves mid-stream",
+    "access log of mock-stream calls", "HTTP/2 prior knowledge", "SIGTERM with a call in flight",
 ]  # fmt: skip
 
 
@@ -62,13 +63,31 @@ class Upstream:
         self.delay = delay
         self.left_early = 0  # slow calls whose connection the gateway closed before the answer
         self.answered_slow = 0
+        self.streams_left_early = 0  # slow streams the gateway closed before their end
+
+    async def trickle_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A chat stream of one event every 0.2 s for `delay` * 5 events; notes a gateway that leaves."""
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        eof = asyncio.ensure_future(reader.read(1))
+        for _ in range(int(self.delay * 5)):
+            event = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}\n\n'
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await asyncio.sleep(0.2)
+            if eof.done():
+                self.streams_left_early += 1
+                return
+        writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+        eof.cancel()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int((re.search(rb"(?i)content-length:\s*(\d+)", head) or [b"", b"0"])[1])
-                await reader.readexactly(length)
+                body = await reader.readexactly(length)
+                if head.split(b" ", 2)[1].startswith(b"/slow") and b'"stream":true' in body.replace(b" ", b""):
+                    await self.trickle_stream(reader, writer)
+                    return
                 if head.split(b" ", 2)[1].startswith(b"/slow"):
                     try:  # EOF while we wait means the gateway gave up on the call
                         if await asyncio.wait_for(reader.read(1), self.delay) == b"":
@@ -116,8 +135,8 @@ def status_of(answer: bytes, closed: bool) -> str:
     return "+".join(s.decode() for s in statuses) + (", closed" if closed else "")
 
 
-def chat(token: str, model: str = "mock-json", extra: str = "") -> bytes:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+def chat(token: str, model: str = "mock-json", extra: str = "", stream: bool = False) -> bytes:
+    body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).encode()
     return (
         f"POST /mlflow/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -184,6 +203,17 @@ async def probes(port: int, token: str, upstream: Upstream, cap: float) -> dict[
             "upstream call closed" if upstream.left_early > before else "upstream call ran to the end"
         )
 
+    async def client_leaves_stream() -> None:  # a streamed call the client leaves after a second
+        before = upstream.streams_left_early
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(chat(token, "mock-stream", stream=True))
+        await asyncio.sleep(1.0)
+        writer.close()
+        await asyncio.sleep(upstream.delay + 0.5)
+        out["client leaves mid-stream"] = (
+            "upstream stream closed" if upstream.streams_left_early > before else "upstream stream ran to the end"
+        )
+
     async def continue_100() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         data = chat(token, extra="Expect: 100-continue\r\n")
@@ -223,7 +253,7 @@ async def probes(port: int, token: str, upstream: Upstream, cap: float) -> dict[
             out[f"two Authorization ({order})"] = status_of(*await exchange(port, data, wait=3))
 
     await asyncio.gather(
-        slow_head(), stalled_body(), trickled_body(), client_leaves(), continue_100(), http2(), pipelined(), duplicate_auth(),
+        slow_head(), stalled_body(), trickled_body(), client_leaves(), client_leaves_stream(), continue_100(), http2(), pipelined(), duplicate_auth(),
         one("header of 100 KiB", (h + "x-big: " + "a" * 100_000 + "\r\n\r\n").encode()),
         one("header of 1 MiB", (h + "x-big: " + "a" * 1_048_576 + "\r\n\r\n").encode()),
         one("10,000 small headers", (h + "".join(f"x-h{i}: v\r\n" for i in range(10_000)) + "\r\n").encode()),
@@ -275,7 +305,6 @@ async def run_server(name: str, env: dict, token: str, upstream: Upstream, cap: 
             return {"start": "did not start"}
         result = await probes(port, token, upstream, cap)
         result["SIGTERM with a call in flight"] = await graceful(proc, port, token)
-        return result
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -284,6 +313,11 @@ async def run_server(name: str, env: dict, token: str, upstream: Upstream, cap: 
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+    # The two clients that left: what the gateway's access log (and so its usage record) says of them.
+    lines = (Path(env["AIGW_DATA_DIR"]) / f"{name}.log").read_text(errors="replace").splitlines()
+    statuses = [m[1] for line in lines if "endpoint=mock-stream" in line and (m := re.search(r"status=(\d+)", line))]
+    result["access log of mock-stream calls"] = ", ".join(statuses) or "none"
+    return result
 
 
 async def main() -> int:
@@ -291,6 +325,7 @@ async def main() -> int:
     ap.add_argument("--servers", default="aigw,granian,uvicorn")
     ap.add_argument("--cap", type=float, default=40.0, help="seconds a slow probe waits at most")
     ap.add_argument("--upstream-delay", type=float, default=3.0)
+    ap.add_argument("--logs", default="", help="folder to keep each server's log in (default: not kept)")
     args = ap.parse_args()
     upstream = Upstream(args.upstream_delay)
     listener = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
@@ -308,6 +343,9 @@ async def main() -> int:
         for name in names:
             print(f"# {name} ...", file=sys.stderr, flush=True)
             results[name] = await run_server(name, env, token, upstream, args.cap)
+            if args.logs:
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(data) / f"{name}.log", Path(args.logs) / f"{name}.log")
     listener.close()
     rows = sorted(dict.fromkeys(k for r in results.values() for k in r), key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
     print("| probe | " + " | ".join(names) + " |")
