@@ -43,11 +43,16 @@ def commands(port: int) -> dict[str, list[str]]:
         "aigw": [str(VENV / "aigw"), "serve", "--config", str(CONFIG), *host],
         "granian": [str(VENV / "granian"), "--interface", "asgi", "--loop", "uvloop", "--factory", *host, "aigw.factory:create_app"],
         "uvicorn": [str(VENV / "uvicorn"), "--factory", "aigw.factory:create_app", "--loop", "uvloop", "--http", "httptools", *host],
-    }
+        # the same with the options that bear on the probes set as tight as they go
+        "granian-tight": [str(VENV / "granian"), "--interface", "asgi", "--loop", "uvloop", "--factory", *host, "--http", "1",
+                          "--http1-buffer-size", "65536", "--http1-header-read-timeout", "5000", "aigw.factory:create_app"],
+        "uvicorn-h11": [str(VENV / "uvicorn"), "--factory", "aigw.factory:create_app", "--loop", "uvloop", "--http", "h11",
+                        "--h11-max-incomplete-event-size", "65536", *host],
+    }  # fmt: skip
 
 
 ORDER = [
-    "header of 100 KiB", "header of 1 MiB", "10,000 small headers", "URL of 20 KiB", "slow head (a header line/s)",
+    "header of 100 KiB", "header of 1 MiB", "10,000 small headers", "URL of 20 KiB", "chat body of 4 MiB", "slow head (a header line/s)",
     "body stalls after 10 bytes", "body trickles 1 byte/s", "two Host headers", "HTTP/1.1 without Host",
     "two Authorization (valid first)", "two Authorization (valid last)", "Content-Length + chunked", "two Content-Length",
     "Transfer-Encoding: gzip", "Expect: 100-continue", "3 pipelined requests", "client leaves before answer", "client leaves mid-stream",
@@ -135,8 +140,8 @@ def status_of(answer: bytes, closed: bool) -> str:
     return "+".join(s.decode() for s in statuses) + (", closed" if closed else "")
 
 
-def chat(token: str, model: str = "mock-json", extra: str = "", stream: bool = False) -> bytes:
-    body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).encode()
+def chat(token: str, model: str = "mock-json", extra: str = "", stream: bool = False, content: str = "hi") -> bytes:
+    body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": content}]}).encode()
     return (
         f"POST /mlflow/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -258,6 +263,7 @@ async def probes(port: int, token: str, upstream: Upstream, cap: float) -> dict[
         one("header of 1 MiB", (h + "x-big: " + "a" * 1_048_576 + "\r\n\r\n").encode()),
         one("10,000 small headers", (h + "".join(f"x-h{i}: v\r\n" for i in range(10_000)) + "\r\n").encode()),
         one("URL of 20 KiB", ("GET /health?" + "a" * 20_000 + " HTTP/1.1\r\nHost: x\r\n\r\n").encode()),
+        one("chat body of 4 MiB", chat(token, content="a" * (4 << 20)), wait=8),
         one("two Host headers", (h + "Host: y\r\n\r\n").encode(), wait=3),
         one("HTTP/1.1 without Host", b"GET /health HTTP/1.1\r\n\r\n", wait=3),
         one("Content-Length + chunked", (h.replace("GET", "POST") + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode(), wait=3),
@@ -306,7 +312,9 @@ async def run_server(name: str, env: dict, token: str, upstream: Upstream, cap: 
         result = await probes(port, token, upstream, cap)
         result["SIGTERM with a call in flight"] = await graceful(proc, port, token)
     finally:
-        if proc.poll() is None:
+        try:  # the graceful probe has sent SIGTERM already: a second one would mean "hurry"
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(10)
@@ -322,7 +330,7 @@ async def run_server(name: str, env: dict, token: str, upstream: Upstream, cap: 
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--servers", default="aigw,granian,uvicorn")
+    ap.add_argument("--servers", default="aigw,granian,uvicorn", help="of aigw, granian, uvicorn, granian-tight, uvicorn-h11")
     ap.add_argument("--cap", type=float, default=40.0, help="seconds a slow probe waits at most")
     ap.add_argument("--upstream-delay", type=float, default=3.0)
     ap.add_argument("--logs", default="", help="folder to keep each server's log in (default: not kept)")

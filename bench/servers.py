@@ -3,7 +3,9 @@
 server, the median over its runs and the spread (min-max) of req/s, gateway CPU µs per request,
 p50/p99 latency and RSS, JSON and stream.
 
-    python3 bench/servers.py bench/results/servers-<stamp>.json
+    python3 bench/servers.py bench/results/servers-<stamp>.json [more.json ...]
+
+Several files (runs with the same parameters) are pooled: each server's runs from all of them.
 """
 
 from __future__ import annotations
@@ -86,10 +88,12 @@ def table(result: dict) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    print(table(json.loads(Path(sys.argv[1]).read_text())))
+    results = [json.loads(Path(name).read_text()) for name in sys.argv[1:]]
+    pooled = {"meta": results[0]["meta"], "targets": [t for r in results for t in r["targets"]]}
+    print(table(pooled))
     return 0
 
 
