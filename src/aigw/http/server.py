@@ -1,12 +1,23 @@
 """A lean HTTP/1.1 server for ASGI 3 applications, on asyncio (uvloop) and httptools.
 
-Why not uvicorn: the gateway's own overhead is the product. Measured on a 2-core machine (server CPU
-time per request, wrk POSTing a small JSON body over keep-alive), a trivial ASGI app cost 72-87 µs a
-request under uvicorn with uvloop and httptools, and 40-50 µs under a bare asyncio.Protocol with
-httptools; a whole gateway request cost ~190 µs with uvicorn against a target of ~140 µs. uvicorn's
-generality (a keep-alive timer armed and cancelled per request, an asyncio.Event per request, every
-response header matched against regexes, access-log and proxy-header hooks) is most of the difference.
-On the same test this server costs ~40-44 µs a request for the trivial app (uvicorn: ~78).
+Why our own server rather than granian or uvicorn: it costs less per request and it is the only one
+of the three with the hardening a gateway needs. `bench/servers.sh` runs the whole gateway app under
+each, interleaved, on a 2-core machine (gateway pinned to one core, wrk and an nginx upstream on the
+other; the same app and GC tuning under each, via aigw.factory). Medians of 2 runs on 2026-12-04:
+
+    server                        JSON req/s  stream req/s  CPU µs/req JSON/stream  p50 ms @c8  RSS
+    aigw's own                        12,202         9,264             78 / 104          0.71   74 MiB
+    granian 2.8.9 (ASGI, 1 worker)    11,165         9,262             88 / 105          1.10  110 MiB
+    uvicorn 0.55.0 (uvloop+httptools)  9,852         8,744             97 / 111          0.82   75 MiB
+
+(8 more runs per server that day, on a busier machine: the same order, CPU 80 / 88 / 86 µs per JSON
+request.) Streams cost the same under ours and granian; JSON costs ~11% less CPU under ours. On
+safety (`bench/hostile.py`, each server's defaults, bench/SERVERS.md), neither granian nor uvicorn
+times out a stalled request body, caps connections, refuses a request with two Host or two
+Authorization headers (the app would see the last), or cancels a non-streamed upstream call when
+the client leaves; uvicorn also has no header-size limit with httptools and keeps a slowloris head
+open. Granian's HTTP/2 and rustls are what we give up: HTTP/2 clients are told to use HTTP/1.1
+(aigw.http.http2), and TLS is Python's ssl. Re-run the comparison when either changes.
 
 This module keeps what a gateway needs:
 
