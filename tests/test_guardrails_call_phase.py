@@ -340,3 +340,28 @@ def test_config_check_accepts_the_issues_form_and_names_what_is_wrong(tmp_path):
     judge = {"name": "medical", "kind": "judge", "endpoint": "chat", "rule": "Deny requests that ask for a medical diagnosis.", "on": ["call"]}
     unbuilt = check(tmp_path, {"policies": [*POLICIES, judge], "endpoints": [endpoint_with(["medical"])]})
     assert unbuilt.returncode != 0 and "kind 'judge' is not implemented yet" in unbuilt.stderr
+
+
+# --- reload ----------------------------------------------------------------------------------------
+
+
+def test_sighup_brings_policies_in_and_a_bad_one_is_refused(fake_upstream):
+    from tests.test_reload_and_workers import _hangup_and_wait, _rewrite
+
+    def document(policies: list[dict[str, Any]], attached: list[str]) -> str:
+        endpoint = {"name": "chat", "destinations": [destination("openai", fake_upstream.url)], "policies": attached}
+        return yaml.safe_dump({"policies": policies, "endpoints": [endpoint]}).replace("'on':", "on:")
+
+    process = start_gateway(document([], []), env=SECRETS)
+    try:
+        assert chat(process, "chat", FORBIDDEN, "reload-before").choices[0].message.content.endswith(FORBIDDEN)
+        _rewrite(process, document(POLICIES, ["words"]))
+        _hangup_and_wait(process, "configuration reloaded")
+        with pytest.raises(openai.BadRequestError):
+            chat(process, "chat", FORBIDDEN, "reload-after")
+        _rewrite(process, document([{**POLICIES[1], "deny": ["re:("]}], ["words"]))
+        _hangup_and_wait(process, "reload refused")
+        with pytest.raises(openai.BadRequestError):  # the running policies stay
+            chat(process, "chat", FORBIDDEN, "reload-refused")
+    finally:
+        cleanup(process)
