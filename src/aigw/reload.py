@@ -2,7 +2,8 @@
 restart.
 
 Changed at once, for new requests: `endpoints` (destinations, fallbacks, rate limits, payload
-logging, policies), `policies` (content policies, rebuilt with the router), `demo_endpoint`, `agent` (MCP connections, Python functions, limits of the agent loop),
+logging, policies), `policies` (content policies, rebuilt with the router), `demo_endpoint`,
+`agent` (MCP connections, Python functions, limits of the agent loop),
 `server.cors_origins`, `server.cors_max_age`, `server.max_request_bytes` and `logging.level`.
 Everything else is bound to something built once at start (the listening socket, the TLS context,
 the store's engine, the Redis connection, the record writer, the background jobs, the server's

@@ -170,7 +170,8 @@ class Router:
         if settings.demo_endpoint and not any(e.name == DEMO_ENDPOINT.name for e in configs):
             configs.append(DEMO_ENDPOINT)
         # Built once per configuration (start, reload); settings were checked, so this cannot fail.
-        engines = {name: build_engine(policies) for name, policies in resolve_policies(settings.policies, endpoint_policies(configs)).items()}
+        resolved = resolve_policies(settings.policies, endpoint_policies(configs))
+        engines = {name: build_engine(policies) for name, policies in resolved.items()}
         self.endpoints: dict[str, Endpoint] = {c.name: Endpoint(c, client, engines.get(c.name, NO_POLICIES)) for c in configs}
 
     def names_for(self, task: str | None = None) -> list[str]:

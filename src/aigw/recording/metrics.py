@@ -211,7 +211,8 @@ class UsageMetrics:
             yield f"aigw_output_tokens_total{{{labels}}} {s.output_tokens}\n"
         yield from _header("aigw_policy_verdicts_total", "counter", "Verdicts of content policies (guardrails), by phase.")
         for (e, p, phase, verdict), count in sorted(self._verdicts.items()):
-            yield f'aigw_policy_verdicts_total{{endpoint="{_escape(e)}",policy="{_escape(p)}",phase="{_escape(phase)}",verdict="{_escape(verdict)}"}} {count}\n'
+            labels = f'endpoint="{_escape(e)}",policy="{_escape(p)}",phase="{_escape(phase)}",verdict="{_escape(verdict)}"'
+            yield f"aigw_policy_verdicts_total{{{labels}}} {count}\n"
         if writer is not None:
             yield from _writer_lines(writer)
         if workers:

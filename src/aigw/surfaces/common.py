@@ -1,6 +1,7 @@
 """What every client-facing surface shares: authentication, permission, body parsing, request tags,
-and the start of every call to an endpoint (its account, payload sampling, rate limits). The chat
-flow itself is in `chat_flow`.
+and the start of every call to an endpoint (its account, its content policies' `call` phase, payload
+sampling, rate limits): `Surface.begin` is the one place every call passes. The chat flow itself is
+in `chat_flow`.
 """
 
 from __future__ import annotations
