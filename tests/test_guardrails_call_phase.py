@@ -234,6 +234,22 @@ def test_unknown_fields_survive_a_mask_on_pass_through(gateway, fake_upstream):
     assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": f"mail {MASKED}", "x_part": True}], "x_msg": "m"}]
 
 
+def test_streamed_requests_are_checked_before_the_stream_opens(gateway, fake_upstream):
+    """The call phase is the same for a stream: masked upstream, or a plain 400 before any event."""
+    fake_upstream.clear()
+    messages = [{"role": "user", "content": f"Please write to {ADDRESS} today"}]
+    stream = openai_client(gateway, "stream-mask").chat.completions.create(model="p-anthropic", messages=messages, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.endswith(f"echo: Please write to {MASKED} today")
+    assert ADDRESS not in upstream_text(fake_upstream)
+    fake_upstream.clear()
+    client = gemini_client(gateway, "stream-deny")
+    with pytest.raises(errors.ClientError) as caught:
+        list(client.models.generate_content_stream(model="p-gemini", contents=FORBIDDEN))
+    assert refusal("gemini", caught.value) == "The request was refused by policy 'words' (keywords)."
+    assert fake_upstream.requests == []
+
+
 # --- deny ------------------------------------------------------------------------------------------------
 
 
