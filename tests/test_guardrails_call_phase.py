@@ -9,11 +9,13 @@ an endpoint without policies is untouched."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -25,6 +27,11 @@ from google import genai
 from google.genai import errors, types
 from prometheus_client.parser import text_string_to_metric_families
 
+from aigw.call import Call
+from aigw.errors import ErrorKind, GatewayError
+from aigw.policies.guardrails.engine import PolicyEngine
+from aigw.policies.guardrails.verdicts import Phase, PolicyContext, Verdict
+from aigw.surfaces.common import Surface
 from tests.conftest import PROVIDER_DESTINATIONS, SECRETS
 from tests.gateway_process import AIGW, GatewayProcess, cleanup, start_gateway
 
@@ -381,3 +388,25 @@ def test_sighup_brings_policies_in_and_a_bad_one_is_refused(fake_upstream):
             chat(process, "chat", FORBIDDEN, "reload-refused")
     finally:
         cleanup(process)
+
+
+# --- an ask outside the agent ------------------------------------------------------------------------
+
+
+class AskingPolicy:
+    name, phases, on_error, timeout = "approve-first", frozenset({Phase.CALL}), "deny", None
+
+    async def check(self, texts: list[str], context: PolicyContext) -> Verdict:
+        return Verdict.ask(("needs_approval",), "")
+
+
+def test_an_ask_on_a_plain_request_is_refused(tmp_path):
+    """Only the agent's tool calls have someone to ask: elsewhere an ask fails closed, as a deny."""
+    call = Call("openai_chat", {})
+    endpoint = SimpleNamespace(name="chat", policies=PolicyEngine([AskingPolicy()]))
+    body = {"messages": [{"role": "user", "content": "hello"}]}
+    with pytest.raises(GatewayError) as caught:
+        asyncio.run(Surface(None)._check_call(call, endpoint, body, "openai_chat"))  # type: ignore[arg-type]
+    assert (caught.value.kind, caught.value.status) == (ErrorKind.POLICY, 400)
+    assert caught.value.message == "The request was refused by policy 'approve-first' (needs_approval)."
+    assert [run.action for run in call.policy_runs] == ["ask"]

@@ -17,7 +17,7 @@ from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.asgi import JSON_HEADERS, Request, Send
 from aigw.offload import note_request_size, run_heavy
 from aigw.policies.auth import Principal
-from aigw.policies.guardrails.verdicts import Phase, PolicyContext
+from aigw.policies.guardrails.verdicts import Phase, PolicyContext, refusal_message
 from aigw.policies.guardrails.wire_texts import text_slots
 from aigw.wire.schemas import Schema, check_depth, conform
 
@@ -137,7 +137,8 @@ class Surface:
         outcome = await endpoint.policies.run(slots.texts, context)
         call.policy_runs.extend(outcome.runs)
         if outcome.action in ("deny", "ask"):
-            raise GatewayError(ErrorKind.POLICY, outcome.message, code="content_policy_violation")
+            message = outcome.message or refusal_message(outcome.policy or "?", Phase.CALL, outcome.categories)
+            raise GatewayError(ErrorKind.POLICY, message, code="content_policy_violation")
         return outcome.action == "mask" and slots.write(outcome.texts)
 
 
