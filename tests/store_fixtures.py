@@ -80,3 +80,12 @@ def store(database_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+def head_revision() -> str | None:
+    """The newest migration: what a store opened now is migrated to."""
+    from alembic.script import ScriptDirectory
+
+    from aigw.store.migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

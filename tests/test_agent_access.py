@@ -31,7 +31,7 @@ from aigw.store.schema import grants, principals
 from tests.conftest import PROVIDER_DESTINATIONS, SECRETS
 from tests.fakes.mcp_server import STDIO_COMMAND
 from tests.gateway_process import GatewayProcess, cleanup, start_gateway
-from tests.store_fixtures import database_url  # noqa: F401  (a fixture)
+from tests.store_fixtures import database_url, head_revision  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 REFRESH_SECONDS = 0.3
@@ -184,7 +184,7 @@ def test_migration_0005_makes_existing_grants_endpoint_grants(database_url: str)
         engine.dispose()
 
     with Store.open(database_url) as opened:
-        assert current_revision(opened.engine) == "0006"
+        assert current_revision(opened.engine) == head_revision()
         (grant,) = opened.access.list_grants()
         assert (grant.resource_kind, grant.endpoint, grant.subject_name) == ("endpoint", "chat", "alice")
         # An endpoint and a function of the same name are granted apart.
@@ -197,5 +197,5 @@ def test_migration_0005_makes_existing_grants_endpoint_grants(database_url: str)
             assert conn.execute(select(grants.c.endpoint)).scalars().all() == ["chat"]  # the function grant went
 
     with Store.open(database_url) as reopened:
-        assert current_revision(reopened.engine) == "0006"
+        assert current_revision(reopened.engine) == head_revision()
         assert [g.resource_kind for g in reopened.access.list_grants()] == ["endpoint"]

@@ -429,6 +429,7 @@ def test_inserts_are_idempotent_and_take_any_text(store: Store) -> None:
     assert stored["user_agent"] == "nul \ufffd and lone ?"
     assert stored["tags"] == {"team": "search", "nul": "a\ufffdb", "bad?": "x"}
     assert stored["attempts"][0] == {"destination": "openai/gpt-4o", "status": 500, "latency_ms": 12.5, "error": "upstream 500"}
+    assert stored["policies"] == []  # none ran
     assert stored["event_time"] == T0 + timedelta(minutes=10)
     (stored_payload,) = recording.list_payloads(PayloadQuery())
     assert stored_payload.request_body == "body \ufffd" and stored_payload.response_marker == "MAX_RESPONSE_SIZE_EXCEEDED"
@@ -506,6 +507,20 @@ def test_payload_listing(store: Store) -> None:
     assert len(recording.list_payloads(PayloadQuery(since=T0 + timedelta(minutes=8)))) == 2
     (one,) = recording.list_payloads(PayloadQuery(request_id="req-000003"))
     assert one.request_body == '{"messages": []}' and one.event_time == T0 + timedelta(minutes=3)
+
+
+def test_policy_runs_are_stored_and_exported(store: Store, tmp_path: Path) -> None:
+    """The `policies` column (migration 0007) on both back ends, read back and in the export."""
+    runs = [
+        {"policy": "no-pii", "phase": "call", "verdict": "mask", "categories": ["EMAIL", "PHONE"], "ms": 0.25},
+        {"policy": "words", "phase": "call", "verdict": "deny", "categories": ["keywords"], "ms": 0.01},
+    ]
+    recording = RecordingStore(store.engine)
+    recording.write([usage(1, policies=runs), usage(2)], [])
+    rows = {r["request_id"]: r for b in recording.iter_usage() for r in b}
+    assert rows["req-000001"]["policies"] == runs and rows["req-000002"]["policies"] == []
+    exported = pq.read_table(export_parquet(recording, tmp_path / "out").usage_path).to_pylist()
+    assert [r["policies"] for r in exported] == [runs, []]
 
 
 def test_parquet_export_reads_back(store: Store, tmp_path: Path) -> None:

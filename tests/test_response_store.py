@@ -16,7 +16,7 @@ from aigw.store.engine import create_store_engine
 from aigw.store.migrate import alembic_config, current_revision
 from aigw.store.responses import ResponseStore, StoredResponse
 from aigw.store.schema import principals, response_items, responses
-from tests.store_fixtures import database_url, store  # noqa: F401  (fixtures)
+from tests.store_fixtures import database_url, head_revision, store  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -231,7 +231,7 @@ def test_deleting_a_principal_deletes_its_responses(
 
 
 def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
-    """An existing 0003 database with rows: opening the store migrates it to the latest (0006); downgrade works."""
+    """An existing 0003 database with rows: opening the store migrates it to the latest; downgrade works."""
     engine = create_store_engine(database_url)
     try:
         with engine.connect() as conn, conn.begin():
@@ -244,7 +244,7 @@ def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
         engine.dispose()
 
     with Store.open(database_url) as opened:
-        assert current_revision(opened.engine) == "0006"
+        assert current_revision(opened.engine) == head_revision()
         alice = opened.get_principal("alice")
         assert alice is not None
         store = ResponseStore(opened.engine)
@@ -259,7 +259,7 @@ def test_migration_from_0003_keeps_existing_data(database_url: str) -> None:
         assert "responses" not in inspect(opened.engine).get_table_names()
 
     with Store.open(database_url) as reopened:
-        assert current_revision(reopened.engine) == "0006"
+        assert current_revision(reopened.engine) == head_revision()
         assert reopened.get_principal("alice") is not None
 
 
@@ -345,7 +345,7 @@ def test_migration_0006_indexes_the_responses_already_stored(database_url: str) 
         engine.dispose()
 
     with Store.open(database_url) as opened:
-        assert current_revision(opened.engine) == "0006"
+        assert current_revision(opened.engine) == head_revision()
         assert index_rows(opened) == {(f"{kind}_{n}", f"resp_{n}") for n in range(3) for kind in ("msg", "rs")}
         alice_id = opened.get_principal("alice").id
         assert set(ResponseStore(opened.engine).find_items(alice_id, ["msg_1", "rs_2"])) == {"msg_1", "rs_2"}

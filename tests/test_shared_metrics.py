@@ -92,3 +92,38 @@ def test_a_worker_publishes_only_what_changed(tmp_path: Path) -> None:
         assert b'"requests":1' in published.read_bytes()
 
     asyncio.run(scenario())
+
+
+def ran(policy: str, verdict: str, phase: str = "call") -> dict:
+    return {"policy": policy, "phase": phase, "verdict": verdict, "categories": [], "ms": 0.1}
+
+
+def test_policy_verdicts_add_up_across_workers_and_a_dead_one(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a, b = Worker(tmp_path, 0, pid=301), Worker(tmp_path, 1, pid=302)
+        a.metrics.observe(usage(1, policies=[ran("no-pii", "mask"), ran("words", "allow")]))
+        b.metrics.observe(usage(2, status=400, policies=[ran("no-pii", "allow"), ran("words", "deny")]))
+        b.metrics.observe(usage(3, policies=[ran("no-pii", "mask"), ran("words", "allow")]))
+        b.metrics.observe(usage(4))  # no policies: no verdicts
+        await b.shared.publish()
+        seen = await a.shared.render()
+        assert seen == await b.shared.render()
+        verdicts = "aigw_policy_verdicts_total"
+        assert value(seen, verdicts, endpoint="chat", policy="no-pii", phase="call", verdict="mask") == 2
+        assert value(seen, verdicts, endpoint="chat", policy="words", verdict="allow") == 2
+        assert value(seen, verdicts, policy="words", verdict="deny") == 1
+        assert value(seen, verdicts) == 6
+
+        fold_ended(tmp_path, 302)  # b's verdicts stay once it is gone
+        assert value(await a.shared.render(), verdicts) == 6
+
+    asyncio.run(scenario())
+
+
+def test_a_snapshot_of_series_alone_still_adds(tmp_path: Path) -> None:
+    """What a worker of the previous version published: the series list, no verdicts."""
+    source = UsageMetrics(is_endpoint=lambda name: True)
+    source.observe(usage(1))
+    merged = UsageMetrics(is_endpoint=lambda name: True)
+    merged.add(source.snapshot()["series"])
+    assert merged.requests() == 1

@@ -16,6 +16,7 @@ from typing import Any
 from aigw.canonical import Usage
 from aigw.config import PayloadLoggingConfig
 from aigw.policies.auth import Principal
+from aigw.policies.guardrails.verdicts import PolicyRun
 from aigw.recording.records import Attempt, PayloadRecord, UsageRecord, capture_body
 
 
@@ -54,7 +55,7 @@ class Call:
     __slots__ = (
         "request_id", "event_time", "started", "surface", "user_agent", "principal", "endpoint", "tags", "streamed",
         "destination", "model", "attempts", "usage", "upstream_started", "upstream_ended", "admission", "payload",
-        "error", "closed",
+        "error", "closed", "policy_runs",
     )  # fmt: skip
 
     def __init__(self, surface: str, headers: dict[str, str]) -> None:
@@ -79,6 +80,7 @@ class Call:
         self.payload: Payload | None = None
         self.error: str | None = None  # the message of the error the client is answered with
         self.closed = False  # its records are made: nothing more is accounted
+        self.policy_runs: list[PolicyRun] = []  # the content policies that ran, both phases
 
     def log_payload(self, config: PayloadLoggingConfig, body: bytes) -> None:
         """Keep the bodies of this call if the endpoint logs payloads and the sample picks it."""
@@ -118,6 +120,7 @@ class Call:
             streamed=self.streamed,
             tags=self.tags,
             attempts=self.attempts,
+            policies=[run.as_record() for run in self.policy_runs] or None,
         )
 
     def payload_record(self, record: UsageRecord) -> PayloadRecord | None:

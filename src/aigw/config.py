@@ -98,6 +98,10 @@ class EndpointConfig(Config):
     fallbacks: list[DestinationConfig] = []  # tried in order once the chosen destination failed
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
     payload_logging: PayloadLoggingConfig = msgspec.field(default_factory=PayloadLoggingConfig)
+    policies: list[str] = []  # names from the top-level `policies:`, run in this order
+    # Databricks' per-endpoint shorthand, mapped onto policies. Any: YAML 1.1 reads a bare `on:` key
+    # as true, and aigw.policies.guardrails.config reads it either way.
+    guardrails: Any = None
 
     @property
     def tasks(self) -> frozenset[str]:
@@ -210,6 +214,7 @@ class Settings(Config):
     rate_limits_fail_open: bool = True  # Redis unreachable: admit (True) or refuse with 503
     demo_endpoint: bool = True  # serve the built-in `demo` endpoint
     endpoints: list[EndpointConfig] = []
+    policies: list[Any] = []  # content policies (guardrails), parsed by aigw.policies.guardrails.config
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     recording: RecordingConfig = msgspec.field(default_factory=RecordingConfig)
@@ -349,6 +354,34 @@ def _check(settings: Settings, source: str) -> None:
                     raise ConfigError(f"{where}.{key}.{field}: must be positive")
             if destination.retries < 0:
                 raise ConfigError(f"{where}.{key}.retries: must be 0 or more")
+    _check_policies(settings, source)
+
+
+def _check_policies(settings: Settings, source: str) -> None:
+    """Parse and build every endpoint's policies once, so a bad one fails at start (or refuses a
+    reload); the router builds its own engines from the same settings."""
+    from aigw.policies.guardrails.config import PolicyConfigError, build_engine, resolve_policies
+
+    try:
+        for configs in resolve_policies(settings.policies, endpoint_policies(settings.endpoints)).values():
+            build_engine(configs)
+    except PolicyConfigError as exc:
+        raise ConfigError(f"{source}: {_name_endpoint(str(exc), settings.endpoints)}") from None
+
+
+def endpoint_policies(endpoints: list[EndpointConfig]) -> list[Any]:
+    """The endpoints as aigw.policies.guardrails.config takes them."""
+    from aigw.policies.guardrails.config import EndpointPolicies
+
+    return [EndpointPolicies(e.name, e.policies, e.guardrails) for e in endpoints]
+
+
+def _name_endpoint(message: str, endpoints: list[EndpointConfig]) -> str:
+    """`endpoints[1].policies[0]: ...` -> `endpoints[1] (chat).policies[0]: ...`."""
+    match = re.match(r"endpoints\[(\d+)\]", message)
+    if match is None or int(match.group(1)) >= len(endpoints):
+        return message
+    return f"{match.group(0)} ({endpoints[int(match.group(1))].name}){message[match.end():]}"
 
 
 def _all_destinations(endpoint: EndpointConfig) -> list[tuple[str, DestinationConfig]]:

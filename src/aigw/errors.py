@@ -10,6 +10,7 @@ class ErrorKind(str, Enum):
     error types; providers map their upstream's errors onto them."""
 
     INVALID_REQUEST = "invalid_request"  # 400
+    POLICY = "policy"  # 400: a content policy (guardrail) refused the request
     AUTHENTICATION = "authentication"  # 401
     PERMISSION = "permission"  # 403
     NOT_FOUND = "not_found"  # 404
@@ -24,6 +25,7 @@ class ErrorKind(str, Enum):
 
 DEFAULT_STATUS = {
     ErrorKind.INVALID_REQUEST: 400,
+    ErrorKind.POLICY: 400,
     ErrorKind.AUTHENTICATION: 401,
     ErrorKind.PERMISSION: 403,
     ErrorKind.NOT_FOUND: 404,

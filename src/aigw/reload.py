@@ -2,7 +2,8 @@
 restart.
 
 Changed at once, for new requests: `endpoints` (destinations, fallbacks, rate limits, payload
-logging), `demo_endpoint`, `agent` (MCP connections, Python functions, limits of the agent loop),
+logging, policies), `policies` (content policies, rebuilt with the router), `demo_endpoint`,
+`agent` (MCP connections, Python functions, limits of the agent loop),
 `server.cors_origins`, `server.cors_max_age`, `server.max_request_bytes` and `logging.level`.
 Everything else is bound to something built once at start (the listening socket, the TLS context,
 the store's engine, the Redis connection, the record writer, the background jobs, the server's
@@ -42,7 +43,7 @@ def effective(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
         max_request_bytes=new.server.max_request_bytes,
     )  # fmt: skip
     result = msgspec.structs.replace(
-        old, endpoints=new.endpoints, demo_endpoint=new.demo_endpoint, agent=new.agent, server=server,
+        old, endpoints=new.endpoints, policies=new.policies, demo_endpoint=new.demo_endpoint, agent=new.agent, server=server,
         logging=msgspec.structs.replace(old.logging, level=new.logging.level),
     )  # fmt: skip
     return result, _differences(msgspec.to_builtins(result), msgspec.to_builtins(new), "")

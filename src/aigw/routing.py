@@ -21,9 +21,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aigw.config import DestinationConfig, EndpointConfig, Settings
+from aigw.config import DestinationConfig, EndpointConfig, Settings, endpoint_policies
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.upstream import UpstreamClient
+from aigw.policies.guardrails.config import build_engine, resolve_policies
+from aigw.policies.guardrails.engine import NO_POLICIES, PolicyEngine
 from aigw.providers.base import Provider
 from aigw.providers.registry import PROVIDERS
 from aigw.recording.records import Attempt
@@ -42,11 +44,13 @@ MAX_RETRY_WAIT = 30.0  # seconds: a longer Retry-After sends the request to the 
 
 class Endpoint:
     __slots__ = (
-        "name", "tasks", "config", "destinations", "weights", "fallbacks", "_failures", "_cooling_until", "_all_take",
+        "name", "tasks", "config", "destinations", "weights", "fallbacks", "policies", "_failures", "_cooling_until",
+        "_all_take",
     )  # fmt: skip
 
-    def __init__(self, config: EndpointConfig, client: UpstreamClient) -> None:
+    def __init__(self, config: EndpointConfig, client: UpstreamClient, policies: PolicyEngine = NO_POLICIES) -> None:
         self.name = config.name
+        self.policies = policies  # its content policies (guardrails), built with the configuration
         self.tasks = config.tasks
         self.config = config
         self.destinations: list[Provider] = [PROVIDERS[d.provider](d, client) for d in config.destinations]
@@ -165,7 +169,10 @@ class Router:
         configs = list(settings.endpoints)
         if settings.demo_endpoint and not any(e.name == DEMO_ENDPOINT.name for e in configs):
             configs.append(DEMO_ENDPOINT)
-        self.endpoints: dict[str, Endpoint] = {c.name: Endpoint(c, client) for c in configs}
+        # Built once per configuration (start, reload); settings were checked, so this cannot fail.
+        resolved = resolve_policies(settings.policies, endpoint_policies(configs))
+        engines = {name: build_engine(policies) for name, policies in resolved.items()}
+        self.endpoints: dict[str, Endpoint] = {c.name: Endpoint(c, client, engines.get(c.name, NO_POLICIES)) for c in configs}
 
     def names_for(self, task: str | None = None) -> list[str]:
         """The endpoint names (sorted) that serve `task`, or all of them."""

@@ -4,8 +4,9 @@ Rows stream from the database in batches (a server-side cursor on PostgreSQL) an
 one or more row groups, so a table of any size exports in bounded memory. Files are written under a
 temporary name and renamed when complete: a reader never sees half a file.
 
-`tags` is a map<string, string> and `attempts` a list<struct<destination, status, latency_ms, error>>,
-so both can be queried without parsing JSON (DuckDB: `tags['team']`, `unnest(attempts)`).
+`tags` is a map<string, string>, `attempts` a list<struct<destination, status, latency_ms, error>> and
+`policies` a list<struct<policy, phase, verdict, categories, ms>>, so all can be queried without
+parsing JSON (DuckDB: `tags['team']`, `unnest(attempts)`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ _TIME = pa.timestamp("us", tz="UTC")
 ATTEMPT_TYPE = pa.struct(
     [("destination", pa.string()), ("status", pa.int32()), ("latency_ms", pa.float64()), ("error", pa.string())]
 )
+POLICY_RUN_TYPE = pa.struct(
+    [("policy", pa.string()), ("phase", pa.string()), ("verdict", pa.string()), ("categories", pa.list_(pa.string())), ("ms", pa.float64())]
+)
 USAGE_SCHEMA = pa.schema(
     [
         ("event_time", _TIME),
@@ -50,6 +54,7 @@ USAGE_SCHEMA = pa.schema(
         ("streamed", pa.bool_()),
         ("tags", pa.map_(pa.string(), pa.string())),
         ("attempts", pa.list_(ATTEMPT_TYPE)),
+        ("policies", pa.list_(POLICY_RUN_TYPE)),
     ]
 )
 # Bodies can be large: 64-bit offsets, so a batch of big bodies cannot overflow a column.

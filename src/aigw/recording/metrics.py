@@ -1,4 +1,5 @@
-"""Prometheus metrics from usage records: requests, errors, latency and gateway overhead, tokens.
+"""Prometheus metrics from usage records: requests, errors, latency and gateway overhead, tokens,
+and the verdicts of content policies.
 
 A registry of our own rather than prometheus_client: measured on this project's 2-core machines, the
 six updates a request makes cost 6-15 µs through cached prometheus_client children (each takes a lock;
@@ -71,6 +72,9 @@ class UsageMetrics:
         `__unknown__`, so junk names can neither grow the series nor push real endpoints out.
         `max_series` still bounds memory and scrape size (past it: `__other__`)."""
         self._series: dict[tuple[str, str | None], _Series] = {}
+        # (endpoint, policy, phase, verdict) -> count. Policy names come from the configuration and
+        # the endpoint is one that ran them, so these are bounded like the series (max_series too).
+        self._verdicts: dict[tuple[str, str, str, str], int] = {}
         self._is_endpoint = is_endpoint
         self._max_series = max_series
 
@@ -98,6 +102,24 @@ class UsageMetrics:
             series.input_tokens += record.input_tokens
         if record.output_tokens:
             series.output_tokens += record.output_tokens
+        if record.policies:
+            self._count_verdicts(record.endpoint, record.policies)
+
+    def _count_verdicts(self, endpoint: str, runs: list[dict]) -> None:
+        verdicts = self._verdicts
+        for run in runs:
+            key = (endpoint, run["policy"], run["phase"], run["verdict"])
+            count = verdicts.get(key)
+            if count is None:
+                key = self._verdict_key(key)
+                count = verdicts.get(key, 0)
+            verdicts[key] = count + 1
+
+    def _verdict_key(self, key: tuple[str, str, str, str]) -> tuple[str, str, str, str]:
+        """A new verdict series, or the overflow one past `max_series`."""
+        if len(self._verdicts) >= self._max_series:
+            return (OVERFLOW_LABEL, OVERFLOW_LABEL, key[2], key[3])
+        return key
 
     def _add(self, key: tuple[str, str | None], vetted: bool = False) -> _Series:
         """A new series, on first sight of a pair (so the predicate is off the hot path)."""
@@ -116,17 +138,29 @@ class UsageMetrics:
 
     # -- several processes (aigw.recording.shared_metrics) -------------------------------------------
 
-    def snapshot(self) -> list[list]:
-        """Every series as plain data (JSON-ready), for another process to add to its own view."""
-        return [
+    def snapshot(self) -> dict[str, list[list]]:
+        """Every series and verdict count as plain data (JSON-ready), for another process to add to
+        its own view."""
+        series = [
             [e, d, s.requests, s.errors, s.latency.counts, s.latency.total, s.overhead.counts, s.overhead.total,
              s.input_tokens, s.output_tokens]
             for (e, d), s in self._series.items()
         ]  # fmt: skip
+        return {"series": series, "policy_verdicts": [[*key, count] for key, count in self._verdicts.items()]}
 
-    def add(self, snapshot: list[list]) -> None:
-        """Add another process's `snapshot()` to these counts (its labels were already vetted there)."""
-        for e, d, requests, errors, latency, latency_total, overhead, overhead_total, input_tokens, output_tokens in snapshot:
+    def add(self, snapshot: dict[str, list[list]] | list[list]) -> None:
+        """Add another process's `snapshot()` to these counts (its labels were already vetted there).
+        A bare list is the series alone (what a worker of an earlier version published)."""
+        if isinstance(snapshot, list):
+            series_rows, verdict_rows = snapshot, []
+        else:
+            series_rows, verdict_rows = snapshot.get("series") or [], snapshot.get("policy_verdicts") or []
+        for e, p, phase, verdict, count in verdict_rows:
+            key = (str(e), str(p), str(phase), str(verdict))
+            if key not in self._verdicts:
+                key = self._verdict_key(key)
+            self._verdicts[key] = self._verdicts.get(key, 0) + int(count)
+        for e, d, requests, errors, latency, latency_total, overhead, overhead_total, input_tokens, output_tokens in series_rows:
             key = (str(e), None if d is None else str(d))
             series = self._series.get(key)
             if series is None:
@@ -175,6 +209,10 @@ class UsageMetrics:
         yield from _header("aigw_output_tokens_total", "counter", "Output (completion) tokens reported by upstreams.")
         for labels, s in labelled:
             yield f"aigw_output_tokens_total{{{labels}}} {s.output_tokens}\n"
+        yield from _header("aigw_policy_verdicts_total", "counter", "Verdicts of content policies (guardrails), by phase.")
+        for (e, p, phase, verdict), count in sorted(self._verdicts.items()):
+            labels = f'endpoint="{_escape(e)}",policy="{_escape(p)}",phase="{_escape(phase)}",verdict="{_escape(verdict)}"'
+            yield f"aigw_policy_verdicts_total{{{labels}}} {count}\n"
         if writer is not None:
             yield from _writer_lines(writer)
         if workers:

@@ -8,7 +8,7 @@ into rows in its own thread.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -58,6 +58,8 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     streamed: bool = False
     tags: dict[str, str] = {}
     attempts: list[Attempt] = []
+    # The content policies that ran: {policy, phase, verdict, categories, ms} (PolicyRun.as_record).
+    policies: list[dict[str, Any]] | None = None
 
     @property
     def gateway_overhead_ms(self) -> float | None:
@@ -118,7 +120,7 @@ def cleaned(record: Record) -> Record:
             changes[name] = clean_text(value)
         elif isinstance(value, dict):
             changes[name] = {clean_text(k): clean_text(v) for k, v in value.items()}
-        elif isinstance(value, list):
+        elif name == "attempts":
             changes[name] = [
                 msgspec.structs.replace(
                     a,

@@ -38,6 +38,7 @@ MAX_PAYLOAD_LIMIT = 1000
 _json_encode = msgspec.json.Encoder().encode
 _decode_tags = msgspec.json.Decoder(dict[str, str]).decode
 _decode_attempts = msgspec.json.Decoder(list[Attempt]).decode
+_decode_policies = msgspec.json.Decoder(list[dict[str, Any]]).decode
 
 
 class UsageQuery(msgspec.Struct, kw_only=True, frozen=True):
@@ -233,6 +234,7 @@ class RecordingStore:
                 values["attempts"] = (
                     msgspec.to_builtins(_decode_attempts(values["attempts"])) if values["attempts"] else []
                 )
+                values["policies"] = _decode_policies(values["policies"]) if values["policies"] else []
                 batch.append(values)
             yield batch
 
@@ -297,6 +299,7 @@ def usage_row(r: UsageRecord) -> dict[str, Any]:
         "streamed": r.streamed,
         "tags": _json_text(r.tags) if r.tags else None,
         "attempts": _json_text(r.attempts) if r.attempts else None,
+        "policies": _json_text(r.policies) if r.policies else None,
     }
 
 

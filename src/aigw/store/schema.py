@@ -197,6 +197,7 @@ usage_records = Table(
     Column("streamed", Boolean, nullable=False),
     Column("tags", Text, nullable=True),  # JSON object of strings
     Column("attempts", Text, nullable=True),  # JSON list of {destination, status, latency_ms, error}
+    Column("policies", Text, nullable=True),  # JSON list of {policy, phase, verdict, categories, ms}
     Index("ix_usage_records_event_time", "event_time"),
     Index("ix_usage_records_endpoint_event_time", "endpoint", "event_time"),
     Index("ix_usage_records_principal_name_event_time", "principal_name", "event_time"),

@@ -61,7 +61,8 @@ class AgentSurface(StoredResponseRoutes):
             raise invalid("background responses must be stored: background requires store to be true.", "store")
         if body.get("conversation") is not None:
             raise invalid("conversation objects are not supported: continue a conversation with previous_response_id.", "conversation")
-        endpoint, call = await self.begin(request, body["model"], "chat")
+        # The client's new input is checked here; hosted tools' arguments and results are not yet.
+        endpoint, call = await self.begin(request, body["model"], "chat", body=body, wire=openai_responses.WIRE)
         runtime = self.gateway.agent
         history = await stored_responses.history(runtime.responses, principal, body.get("previous_response_id"))
         # References name items of earlier responses: each becomes the item it names, for every

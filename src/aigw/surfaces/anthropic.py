@@ -77,7 +77,7 @@ class AnthropicSurface(Surface):
         await self.authenticate(request)
         body = await self.json_body(request, schemas.MessagesRequest)
         await run_heavy(anthropic.validate_request, body)
-        endpoint, call = await self.begin(request, body["model"], "chat")
+        endpoint, call = await self.begin(request, body["model"], "chat", body=body, wire=anthropic.WIRE)
         stream = body.get("stream") is True
         await serve_chat(call, request, send, endpoint, body, self.codec, stream, vendor_headers(request))
 
@@ -90,8 +90,9 @@ class AnthropicSurface(Surface):
         # A count_tokens body is a Messages body without max_tokens: validate it as one.
         as_messages = {"max_tokens": 1, **body} if isinstance(body, dict) else body
         await run_heavy(anthropic.validate_request, as_messages)
-        endpoint, call = await self.begin(request, body["model"], "chat")
-        canonical = await run_heavy(anthropic.decode_request, as_messages)
+        # Its text goes upstream too (to a count_tokens call): the endpoint's call policies apply.
+        endpoint, call = await self.begin(request, body["model"], "chat", body=body, wire=anthropic.WIRE)
+        canonical = await run_heavy(anthropic.decode_request, {"max_tokens": 1, **body})  # as masked
 
         async def attempt(provider: Provider) -> tuple[bytes, None]:
             if self.codec.wire in provider.chat_wires:

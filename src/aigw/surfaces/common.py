@@ -1,6 +1,7 @@
 """What every client-facing surface shares: authentication, permission, body parsing, request tags,
-and the start of every call to an endpoint (its account, payload sampling, rate limits). The chat
-flow itself is in `chat_flow`.
+and the start of every call to an endpoint (its account, its content policies' `call` phase, payload
+sampling, rate limits): `Surface.begin` is the one place every call passes. The chat flow itself is
+in `chat_flow`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import orjson
 
 from aigw.call import Call
 from aigw.canonical import estimate_tokens_of_size
-from aigw.errors import GatewayError, invalid
+from aigw.errors import ErrorKind, GatewayError, invalid
 from aigw.http.asgi import JSON_HEADERS, Request, Send
 from aigw.offload import note_request_size, run_heavy
 from aigw.policies.auth import Principal
+from aigw.policies.guardrails.verdicts import Phase, PolicyContext, refusal_message
+from aigw.policies.guardrails.wire_texts import text_slots
 from aigw.wire.schemas import Schema, check_depth, conform
 
 if TYPE_CHECKING:
@@ -102,21 +105,41 @@ class Surface:
         note_request_size(len(raw))
         return await run_heavy(parse_json, raw, schema)
 
-    async def begin(self, request: Request, name: str, task: str) -> tuple[Endpoint, Call]:
+    async def begin(
+        self, request: Request, name: str, task: str, *, body: Any = None, wire: str | None = None
+    ) -> tuple[Endpoint, Call]:
         """The checks every call to an endpoint starts with, after `open_call` and `authenticate`:
-        the endpoint, permission, request tags, payload sampling, and admission by the endpoint's
-        rate limits, which take the body's characters for the token estimate until the upstream
-        reports real usage."""
+        the endpoint, permission, request tags, the endpoint's `call` policies on `body` (the parsed
+        request, in `wire`'s format: masked in place), payload sampling, and admission by the
+        endpoint's rate limits, which take the body's characters for the token estimate until the
+        upstream reports real usage."""
         call, principal = request.call, request.call.principal
         call.endpoint = name
         call.tags = request_tags(request)
         endpoint = self.gateway.router.endpoint(name, task)
         self.authorize(principal, endpoint.name)
-        call.log_payload(endpoint.config.payload_logging, request.raw_body)
+        raw = request.raw_body
+        if wire is not None and endpoint.policies.applies(Phase.CALL):
+            if await self._check_call(call, endpoint, body, wire):
+                raw = await run_heavy(orjson.dumps, body, size=len(raw))  # the masked body is what is logged
+        call.log_payload(endpoint.config.payload_logging, raw)
         call.admission = await self.gateway.limiter.admit(
-            endpoint.name, principal.name, principal.kind, principal.groups, estimate_tokens_of_size(len(request.raw_body))
+            endpoint.name, principal.name, principal.kind, principal.groups, estimate_tokens_of_size(len(raw))
         )
         return endpoint, call
+
+    async def _check_call(self, call: Call, endpoint: Endpoint, body: Any, wire: str) -> bool:
+        """Run the endpoint's `call` policies on the request's text: a deny (or an ask, which has
+        no one to ask outside the agent's tool calls) is a 400; a mask is written into `body`.
+        Whether the body changed."""
+        slots = await run_heavy(text_slots, body, wire)
+        context = PolicyContext(Phase.CALL, endpoint.name, call.principal.name if call.principal else None, call.surface)
+        outcome = await endpoint.policies.run(slots.texts, context)
+        call.policy_runs.extend(outcome.runs)
+        if outcome.action in ("deny", "ask"):
+            message = outcome.message or refusal_message(outcome.policy or "?", Phase.CALL, outcome.categories)
+            raise GatewayError(ErrorKind.POLICY, message, code="content_policy_violation")
+        return outcome.action == "mask" and slots.write(outcome.texts)
 
 
 def json_error(status: int, body: dict[str, Any], error: GatewayError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

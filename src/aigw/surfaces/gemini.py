@@ -139,7 +139,7 @@ class GeminiSurface(Surface):
 
     async def _generate(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         await run_heavy(gemini.validate_request, body)
-        endpoint, call = await self.begin(request, name, "chat")
+        endpoint, call = await self.begin(request, name, "chat", body=body, wire=gemini.WIRE)
         stream = method == "streamGenerateContent"
         codec = GeminiChatCodec(name, stream, json_array=stream and request.query.get("alt") != "sse")
         await serve_chat(call, request, send, endpoint, body, codec, stream)
@@ -147,7 +147,9 @@ class GeminiSurface(Surface):
     async def _count_tokens(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
         generate_request = gemini.generate_request_of_count(body)
         await run_heavy(gemini.validate_request, generate_request)
-        endpoint, call = await self.begin(request, name, "chat")
+        # Its text goes upstream too (to a countTokens call): the endpoint's call policies apply.
+        endpoint, call = await self.begin(request, name, "chat", body=body, wire="gemini_count_tokens")
+        generate_request = gemini.generate_request_of_count(body)  # again: as masked
         canonical = await run_heavy(gemini.decode_request, generate_request, name)
 
         async def attempt(provider: Provider) -> tuple[bytes, None]:
@@ -159,7 +161,7 @@ class GeminiSurface(Surface):
         await serve_whole(call, send, endpoint, attempt)
 
     async def _embed(self, request: Request, send: Send, principal: Principal, name: str, method: str, body: Any) -> None:
-        endpoint, call = await self.begin(request, name, "embeddings")
+        endpoint, call = await self.begin(request, name, "embeddings", body=body, wire="gemini_embeddings")
         if method == "embedContent":
             canonical = gemini_embeddings.decode_embed_content_request(body, name)
             encode = gemini_embeddings.encode_embed_content_response

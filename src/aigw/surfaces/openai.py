@@ -71,7 +71,7 @@ class OpenAISurface(Surface):
         await self.authenticate(request)
         body = await self.json_body(request, schemas.ChatCompletionRequest)
         await run_heavy(openai_chat.validate_request, body)
-        endpoint, call = await self.begin(request, body["model"], "chat")
+        endpoint, call = await self.begin(request, body["model"], "chat", body=body, wire=openai_chat.WIRE)
         await serve_chat(call, request, send, endpoint, body, self.codec, body.get("stream") is True)
 
     async def embeddings(self, request: Request, send: Send) -> None:
@@ -79,7 +79,7 @@ class OpenAISurface(Surface):
         await self.authenticate(request)
         body = await self.json_body(request, schemas.EmbeddingsRequest)
         await run_heavy(openai_embeddings.validate_request, body)
-        endpoint, call = await self.begin(request, body["model"], "embeddings")
+        endpoint, call = await self.begin(request, body["model"], "embeddings", body=body, wire=openai_embeddings.WIRE)
         destinations = endpoint.every_destination()
         passed = all(p.embeddings_wire == openai_embeddings.WIRE for p in destinations)
         canonical = None if passed else await run_heavy(openai_embeddings.decode_request, body)

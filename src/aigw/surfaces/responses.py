@@ -208,7 +208,7 @@ class ResponsesSurface(StoredResponseRoutes):
         principal = await self.authenticate(request)
         body = await self.json_body(request, ResponsesRequest)
         await run_heavy(openai_responses.validate_request, body)
-        endpoint, call = await self.begin(request, body["model"], "chat")
+        endpoint, call = await self.begin(request, body["model"], "chat", body=body, wire=openai_responses.WIRE)
         stream = body.get("stream") is True
         if _uses_state(body) and endpoint.none_take(openai_responses.WIRE):
             await self._stateful(call, request, send, endpoint, principal, body, stream)

@@ -912,7 +912,8 @@ class StreamEncoder:
 # --- errors --------------------------------------------------------------------------------------
 
 ERROR_TYPES: dict[ErrorKind, str] = {
-    ErrorKind.INVALID_REQUEST: "invalid_request_error", ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.INVALID_REQUEST: "invalid_request_error", ErrorKind.POLICY: "invalid_request_error",
+    ErrorKind.AUTHENTICATION: "authentication_error",
     ErrorKind.PERMISSION: "permission_error", ErrorKind.NOT_FOUND: "not_found_error",
     ErrorKind.REQUEST_TOO_LARGE: "request_too_large", ErrorKind.RATE_LIMIT: "rate_limit_error",
     ErrorKind.UPSTREAM_ERROR: "api_error", ErrorKind.UPSTREAM_UNAVAILABLE: "api_error",

@@ -848,6 +848,7 @@ def encode_response(response: ChatResponse, model: str | None = None) -> dict[st
 
 _ERROR_STATUSES = {
     ErrorKind.INVALID_REQUEST: "INVALID_ARGUMENT",
+    ErrorKind.POLICY: "INVALID_ARGUMENT",
     ErrorKind.AUTHENTICATION: "UNAUTHENTICATED",
     ErrorKind.PERMISSION: "PERMISSION_DENIED",
     ErrorKind.NOT_FOUND: "NOT_FOUND",

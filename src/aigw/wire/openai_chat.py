@@ -675,6 +675,7 @@ class StreamEncoder:
 
 _ERROR_TYPES = {
     ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
+    ErrorKind.POLICY: ("invalid_request_error", "content_policy_violation"),
     ErrorKind.AUTHENTICATION: ("invalid_request_error", "invalid_api_key"),
     ErrorKind.PERMISSION: ("permission_error", "permission_denied"),
     ErrorKind.NOT_FOUND: ("invalid_request_error", "model_not_found"),

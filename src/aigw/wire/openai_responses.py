@@ -134,7 +134,9 @@ PARAM_NAMES = {
 # Canonical finish reasons that end a Response "incomplete", with the reason OpenAI gives.
 INCOMPLETE_REASONS: dict[str, str] = {"length": "max_output_tokens", "content_filter": "content_filter"}
 # `response.failed` error codes (a closed set in OpenAI's schema) by error kind; others: server_error.
-FAILED_CODES = {ErrorKind.RATE_LIMIT: "rate_limit_exceeded", ErrorKind.INVALID_REQUEST: "invalid_prompt"}
+FAILED_CODES = {
+    ErrorKind.RATE_LIMIT: "rate_limit_exceeded", ErrorKind.INVALID_REQUEST: "invalid_prompt", ErrorKind.POLICY: "invalid_prompt",
+}  # fmt: skip
 
 
 def failure_code(error: GatewayError) -> str:
