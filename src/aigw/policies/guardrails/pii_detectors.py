@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import orjson
-import phonenumbers
-from phonenumbers import Leniency, PhoneNumberMatcher
 
 from aigw.store.token_format import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, TOKEN_PREFIX
 
@@ -85,6 +83,10 @@ _DIGIT_GROUPS = re.compile(r"\d+")
 
 
 def _phone(region: str) -> Validator:
+    # Imported when a pii policy looks for phone numbers, not with the gateway: its metadata costs
+    # ~6 MiB of memory, which an instance without such a policy need not pay.
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
     @functools.lru_cache(maxsize=4096)  # the same number is often repeated in a conversation
     def numbers(candidate: str) -> tuple[tuple[int, int, bool], ...]:
         groups = [len(g) for g in _DIGIT_GROUPS.findall(candidate)]
@@ -316,4 +318,6 @@ def build_detectors(entities: frozenset[str], region: str) -> tuple[Detector, ..
 
 
 def region_known(region: str) -> bool:
+    import phonenumbers  # see _phone
+
     return region in phonenumbers.SUPPORTED_REGIONS
