@@ -155,10 +155,8 @@ class Judge:
 
 
 def _quotes(reason: str, text: str) -> bool:
-    """Does the reason repeat a run of the judged text? Then it is not shown: a refusal never
-    echoes the text it refused."""
-    if len(reason) < _ECHO_RUN:
-        return reason.strip() != "" and len(reason) >= 12 and reason in text
+    """Does the reason repeat a run of the judged text (some 30 characters or more)? Then it is not
+    shown: a refusal never echoes the text it refused."""
     return any(reason[i : i + _ECHO_RUN] in text for i in range(0, len(reason) - _ECHO_RUN + 1, 4))
 
 

@@ -62,7 +62,8 @@ class WebhookPolicy:
         on_error: OnError, timeout: float | None,
     ) -> None:  # fmt: skip
         self.name, self.phases, self.services, self.url = name, phases, services, url
-        self.headers = {**{k.lower(): v for k, v in headers.items()}, "content-type": "application/json"}
+        own = {k: v for k, v in headers.items() if k.lower() != "content-type"}  # the body is ours: JSON
+        self.headers = {**own, "Content-Type": "application/json"}
         self.on_error, self.timeout = on_error, timeout
         wait = timeout or 5.0
         self._limits = UpstreamLimits(timeout=wait, total_timeout=wait, max_body_bytes=MAX_ANSWER_BYTES)
