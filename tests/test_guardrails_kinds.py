@@ -373,3 +373,93 @@ def test_python_import_errors_are_config_errors_at_load(tmp_path, function, mess
 def test_policy_endpoints_are_checked_at_load(tmp_path, fake_upstream, policy, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(write_config(tmp_path, fake_upstream.url, [policy]), SECRETS)
+
+
+# --- end to end: the issue's minimal configuration, as written -------------------------------------
+
+# The `policies:` block of issue 13 verbatim; the endpoints add the `judge` endpoint `medical` names
+# and one endpoint that lists `medical` (the issue's `chat` endpoint lists only the first two).
+MINIMAL = """\
+policies:
+  - name: no-pii
+    kind: pii
+    action: mask
+    on: [call, result]
+  - name: words
+    kind: keywords
+    deny: ["project falcon", "re:\\\\bticket-\\\\d{6}\\\\b"]
+    on: [call]
+  - name: medical
+    kind: judge
+    endpoint: judge
+    rule: "Deny requests that ask for a medical diagnosis."
+    on: [call]
+endpoints:
+  - name: chat
+    task: chat
+    destinations: [DESTINATION]
+    policies: [no-pii, words]
+  - name: judge
+    task: chat
+    destinations: [JUDGE]
+  - name: clinic
+    task: chat
+    destinations: [DESTINATION]
+    policies: [no-pii, words, medical]
+"""
+MEDICAL = "I have a red rash and a fever, what disease do I have? [[verdict deny asks for a medical diagnosis]]"
+
+
+@pytest.fixture(scope="module")
+def minimal_gateway(fake_upstream) -> Any:
+    from tests.gateway_process import cleanup, start_gateway
+
+    flow = lambda provider: json.dumps(destination(provider, fake_upstream.url))  # noqa: E731
+    config = MINIMAL.replace("DESTINATION", flow("openai")).replace("JUDGE", flow("anthropic"))
+    process = start_gateway(config, env=SECRETS)
+    try:
+        yield process
+    finally:
+        cleanup(process)
+
+
+def records_tagged(gateway: Any, case: str, count: int) -> list[dict[str, Any]]:
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        found = [r for r in gateway.usage_records() if case in json.dumps(r["tags"] or {})]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_the_minimal_configuration_loads_and_the_judge_denies_a_medical_question(minimal_gateway, fake_upstream):
+    import anthropic
+    import openai
+
+    fake_upstream.clear()
+    client = openai.OpenAI(base_url=minimal_gateway.url + "/openai/v1", api_key=minimal_gateway.admin_token, max_retries=0)
+    case = {"x-aigw-request-tags": json.dumps({"case": "medical-e2e"})}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="clinic", messages=[{"role": "user", "content": MEDICAL}], extra_headers=case)
+    body = caught.value.body
+    assert caught.value.status_code == 400 and body["code"] == "content_policy_violation"
+    assert body["message"] == "The request was refused by policy 'medical' (medical). Reason: asks for a medical diagnosis"
+    assert "rash" not in body["message"]
+    # One upstream call: the judge's, on its own endpoint's destination (Anthropic); the chat never went.
+    assert [r["path"] for r in fake_upstream.requests] == ["/v1/messages"]
+    (record,) = records_tagged(minimal_gateway, "medical-e2e", 1)
+    assert (record["status"], record["endpoint"]) == (400, "clinic")
+    assert [(p["policy"], p["verdict"]) for p in record["policies"]] == [("no-pii", "allow"), ("words", "allow"), ("medical", "deny")]
+    judged = [r for r in records_tagged(minimal_gateway, '"medical"', 1) if r["surface"] == "policy_judge"]
+    assert judged and judged[0]["endpoint"] == "judge" and judged[0]["status"] == 200 and judged[0]["tags"]["for_endpoint"] == "clinic"
+
+    # An allowed question reaches the chat; the Anthropic surface refuses the medical one in its own shape.
+    reply = client.chat.completions.create(model="clinic", messages=[{"role": "user", "content": "Hi [[verdict allow]]"}])
+    assert reply.choices[0].message.content
+    messages = anthropic.Anthropic(base_url=minimal_gateway.url + "/anthropic", api_key=minimal_gateway.admin_token, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        messages.messages.create(model="clinic", max_tokens=50, messages=[{"role": "user", "content": MEDICAL}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert refused.value.body["error"]["message"].startswith("The request was refused by policy 'medical'")
