@@ -120,6 +120,13 @@ async def test_no_cache_when_cache_seconds_is_zero(make, fake_upstream):
     assert len(judge_requests(fake_upstream)) == 2
 
 
+async def test_identical_inputs_in_flight_share_one_judge_call(make, fake_upstream):
+    gateway = make([{"name": "medical", "kind": "judge", "endpoint": "judge", "rule": RULE, "cache_seconds": 0}])
+    fake_upstream.clear()
+    outcomes = await asyncio.gather(*(gateway.engine.run(["Same [[verdict deny same]]"], CALL) for _ in range(5)))
+    assert all(o.denied for o in outcomes) and len(judge_requests(fake_upstream)) == 1
+
+
 async def test_an_unparseable_judge_answer_fails_closed_or_open_as_configured(make):
     # Without a [[verdict]] the fake echoes: no verdict in that answer.
     closed = make([{"name": "medical", "kind": "judge", "endpoint": "judge", "rule": RULE}])

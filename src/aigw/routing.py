@@ -182,9 +182,8 @@ class RouterServices:
     async def chat(self, endpoint: str, system: str, text: str, context: PolicyContext, policy: str) -> str:
         target = self.endpoints[endpoint]
         request = ChatRequest(
-            model=endpoint, messages=[Message("system", [TextPart(system)]), Message("user", [TextPart(text)])],
-            temperature=0.0, max_tokens=300,
-        )  # fmt: skip
+            model=endpoint, messages=[Message("system", [TextPart(system)]), Message("user", [TextPart(text)])]
+        )  # no temperature or max_tokens: reasoning models refuse the one and may need more than the other
         response = await self._call(target, "policy_judge", context, policy, lambda p: p.chat(request))
         if not response.choices:
             raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"The judge endpoint '{endpoint}' answered no choice.")

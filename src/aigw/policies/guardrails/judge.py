@@ -7,11 +7,13 @@ and write instructions of its own; the prompt says that whatever is inside is da
 hold one JSON object `{"verdict": "allow"|"deny", "reason": "...", "categories": [...]}`; code fences
 and prose around it are tolerated, anything else is an error (the engine then fails closed unless
 `on_error: allow`). Verdicts are cached by (endpoint, rule, text) for `cache_seconds`, in an LRU
-bounded by count and by bytes, so a repeated input costs no model call.
+bounded by count and by bytes, so a repeated input costs no model call; identical inputs arriving
+together share one call (made, and recorded, in the name of the first caller).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -134,6 +136,7 @@ class Judge:
         self._extra = extra
         self._categories_hint = f', "categories": [zero or more of {", ".join(categories)}]' if categories else ""
         self.cache = VerdictCache(cache_seconds)
+        self._inflight: dict[bytes, asyncio.Task[Judgement]] = {}
 
     def system_prompt(self, nonce: str) -> str:
         return SYSTEM_PROMPT.format(nonce=nonce, rule=self.rule, extra=self._extra, categories=self._categories_hint)
@@ -144,6 +147,22 @@ class Judge:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        task = self._inflight.get(key)
+        if task is None:
+            # One call for every identical input in flight. A caller's timeout cancels its wait, not
+            # the call (bounded by the judge endpoint's own timeouts): the others still get its
+            # verdict, and the cache keeps it.
+            task = self._inflight[key] = asyncio.ensure_future(self._ask(key, text, context, policy))
+            task.add_done_callback(lambda done: self._settled(key, done))
+        return await asyncio.shield(task)
+
+    def _settled(self, key: bytes, task: asyncio.Task[Judgement]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so one nobody waits for any more is not logged as lost
+
+    async def _ask(self, key: bytes, text: str, context: PolicyContext, policy: str) -> Judgement:
         nonce = secrets.token_hex(8)
         message = f"<<<TEXT {nonce}>>>\n{text}\n<<<END {nonce}>>>"
         answer = await self.services.chat(self.endpoint, self.system_prompt(nonce), message, context, policy)
