@@ -14,6 +14,8 @@ import asyncio
 import math
 import re
 
+from aigw.offload import run_heavy
+
 from .judge import Judge, deny_message
 from .services import PolicyServices
 from .verdicts import ALLOW, OnError, Phase, PolicyContext, Verdict
@@ -68,7 +70,8 @@ class ScreenPolicy:
         self.on_error, self.timeout = on_error, timeout
 
     async def check(self, texts: list[str], context: PolicyContext) -> Verdict:
-        if self.prefilter is not None and self.prefilter.matches(texts):
+        size = sum(len(t) for t in texts)
+        if self.prefilter is not None and await run_heavy(self.prefilter.matches, texts, size=size):  # big: a thread
             return Verdict.deny((self.kind,), deny_message(self.name, context.phase, (self.kind,), ""))
         if self.judge is None or not any(texts) or (self.prefilter is not None and not self.judge_all):
             return ALLOW
