@@ -274,7 +274,7 @@ async def hook() -> AsyncIterator[Any]:
 
 
 def webhook(url: str, **extra: Any) -> dict[str, Any]:
-    return {"name": "hook", "kind": "webhook", "url": url, "headers": {"X-Key": "k-1"}, **extra}
+    return {"name": "hook", "kind": "webhook", "url": url, "headers": {"X-Key": "${TEST_OPENAI_KEY}"}, **extra}
 
 
 async def test_the_webhook_gets_the_text_and_context_and_can_mask_or_deny(make, hook):
@@ -283,7 +283,8 @@ async def test_the_webhook_gets_the_text_and_context_and_can_mask_or_deny(make, 
     outcome = await gateway.engine.run(["a bad word", "fine"], CALL)
     assert outcome.action == "mask" and list(outcome.texts) == ["a [X] word", "fine"]
     headers, body = seen[-1]
-    assert headers["X-Key"] == "k-1" and headers["Content-Type"] == "application/json"
+    assert headers["X-Key"] == SECRETS["TEST_OPENAI_KEY"]  # from the environment, when the configuration is read
+    assert headers["Content-Type"] == "application/json"
     assert body == {
         "text": "a bad word\n\nfine", "texts": ["a bad word", "fine"], "phase": "call", "endpoint": "chat",
         "principal": "alice", "surface": "openai", "policy": "hook",

@@ -29,7 +29,6 @@ MAX_REASON_CHARS = 200
 CACHE_ENTRIES = 10_000
 CACHE_BYTES = 8 << 20
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-_CATEGORY = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _ECHO_RUN = 30  # a reason quoting this many characters of the judged text is dropped
 
 SYSTEM_PROMPT = """You are a content policy judge for an AI gateway. Decide whether the text in the \
