@@ -321,6 +321,11 @@ def python(function: str, **extra: Any) -> dict[str, Any]:
     return {"name": "py", "kind": "python", "function": f"tests.guardrail_functions:{function}", **extra}
 
 
+def test_whole_text_kinds_carry_their_stream_mode():
+    engine = build_engine([parse_policy(python("deny_all", stream="after"), "p"), parse_policy(webhook("https://h.example/x"), "w")])
+    assert [p.stream for p in engine.policies] == ["after", "buffer"]  # type: ignore[attr-defined]
+
+
 async def test_a_sync_python_policy_runs_in_a_thread():
     guardrail_functions.THREADS.clear()
     engine = build_engine([parse_policy(python("deny_all"), "p")])

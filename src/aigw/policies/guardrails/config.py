@@ -439,4 +439,12 @@ def build_policy(config: PolicyConfig, services: PolicyServices = NO_SERVICES) -
 def build_engine(configs: tuple[PolicyConfig, ...] | list[PolicyConfig], services: PolicyServices = NO_SERVICES) -> PolicyEngine:
     """One engine per endpoint, built at start (and on reload); compiled patterns are shared by none.
     Judges' caches are per engine."""
-    return PolicyEngine([build_policy(c, services) for c in configs])
+    return PolicyEngine([_with_stream_mode(build_policy(c, services), c) for c in configs])
+
+
+def _with_stream_mode(policy: Policy, config: PolicyConfig) -> Policy:
+    """The whole-text kinds carry their `stream:` mode for the surfaces' stream handling."""
+    mode = getattr(config, "stream", None)
+    if mode is not None:
+        policy.stream = mode  # type: ignore[attr-defined]
+    return policy

@@ -35,6 +35,8 @@ def import_function(path: str) -> Callable[..., Any]:
 
 
 class PythonPolicy:
+    stream: str = "buffer"  # on a stream: hold it until checked (buffer), or check at the end (after)
+
     def __init__(
         self, name: str, phases: frozenset[Phase], func: Callable[..., Any], on_error: OnError, timeout: float | None
     ) -> None:

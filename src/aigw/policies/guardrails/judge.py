@@ -185,6 +185,8 @@ def deny_message(policy: str, phase: Phase, categories: tuple[str, ...], reason:
 
 class JudgePolicy:
     """The `judge` kind: an operator's rule in plain language."""
+    stream: str = "buffer"  # on a stream: hold it until checked (buffer), or check at the end (after)
+
 
     def __init__(
         self, name: str, phases: frozenset[Phase], judge: Judge, categories: tuple[str, ...], on_error: OnError,

@@ -60,6 +60,8 @@ class Prefilter:
 
 class ScreenPolicy:
     """`jailbreak` and `unsafe_content`: pre-filter, then (maybe) the judge."""
+    stream: str = "buffer"  # on a stream: hold it until checked (buffer), or check at the end (after)
+
 
     def __init__(
         self, name: str, kind: str, phases: frozenset[Phase], judge: Judge | None, prefilter: Prefilter | None,
@@ -91,6 +93,8 @@ def topics_rule(topics: list[str]) -> str:
 
 
 class TopicsByJudge:
+    stream: str = "buffer"  # on a stream: hold it until checked (buffer), or check at the end (after)
+
     def __init__(self, name: str, phases: frozenset[Phase], judge: Judge, on_error: OnError, timeout: float | None) -> None:
         self.name, self.phases, self.judge, self.on_error, self.timeout = name, phases, judge, on_error, timeout
 
@@ -114,6 +118,8 @@ def cosine(a: list[float], b: list[float]) -> float:
 class TopicsByEmbeddings:
     """The text's embedding against each allowed topic's (embedded once, on first use): below
     `threshold` cosine similarity for every topic is off topic."""
+    stream: str = "buffer"  # on a stream: hold it until checked (buffer), or check at the end (after)
+
 
     def __init__(
         self, name: str, phases: frozenset[Phase], services: PolicyServices, endpoint: str, topics: list[str],

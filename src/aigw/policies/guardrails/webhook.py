@@ -57,6 +57,8 @@ def verdict_from_answer(answer: Any, policy: str, phase: Phase, count: int) -> V
 
 
 class WebhookPolicy:
+    stream: str = "buffer"  # on a stream: hold it until checked (buffer), or check at the end (after)
+
     def __init__(
         self, name: str, phases: frozenset[Phase], services: PolicyServices, url: str, headers: dict[str, str],
         on_error: OnError, timeout: float | None,
