@@ -78,13 +78,13 @@ async def make(tmp_path, fake_upstream) -> AsyncIterator[Any]:
 
 
 def judge_requests(fake_upstream) -> list[dict[str, Any]]:
-    return [r for r in fake_upstream.requests if r["path"].endswith(("/chat/completions", "/messages"))]
+    return [r for r in fake_upstream.requests if r["path"].endswith(("/chat/completions", "/messages", ":generateContent"))]
 
 
 # --- judge -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
 async def test_the_judge_denies_through_the_fake_model_with_its_reason_never_the_text(make, fake_upstream, provider):
     gateway = make([{"name": "medical", "kind": "judge", "endpoint": "judge", "rule": RULE}], provider)
     fake_upstream.clear()
