@@ -361,8 +361,10 @@ def test_config_check_accepts_the_issues_form_and_names_what_is_wrong(tmp_path):
     assert broken.returncode != 0
     assert "policies[1] (words).deny[1]: not a valid regular expression" in broken.stderr
     judge = {"name": "medical", "kind": "judge", "endpoint": "chat", "rule": "Deny requests that ask for a medical diagnosis.", "on": ["call"]}
-    unbuilt = check(tmp_path, {"policies": [*POLICIES, judge], "endpoints": [endpoint_with(["medical"])]})
-    assert unbuilt.returncode != 0 and "kind 'judge' is not implemented yet" in unbuilt.stderr
+    judged = check(tmp_path, {"policies": [*POLICIES, judge], "endpoints": [endpoint_with(["medical"])]})
+    assert judged.returncode == 0, judged.stderr
+    nowhere = check(tmp_path, {"policies": [*POLICIES, {**judge, "endpoint": "nope"}], "endpoints": [endpoint_with(["medical"])]})
+    assert nowhere.returncode != 0 and "policies[2] (medical).endpoint: no endpoint named 'nope'" in nowhere.stderr
 
 
 # --- reload ----------------------------------------------------------------------------------------

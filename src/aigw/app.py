@@ -117,7 +117,7 @@ class Gateway:
     async def startup(self) -> None:
         if self._client is None:
             self._client = PooledUpstreamClient()
-        self.router = Router(self.settings, self._client)
+        self.router = Router(self.settings, self._client, self.records.submit)
         await self.auth.start()
         await self.limiter.start()
         await self.records.start()
@@ -144,7 +144,7 @@ class Gateway:
                 log.error("reload refused: %s; the running configuration stays", problem)
                 return False
             try:  # build everything before changing anything
-                router = Router(settings, self._client) if self._client is not None else None
+                router = Router(settings, self._client, self.records.submit) if self._client is not None else None
                 limiter = self.limiter.reconfigured(settings)
                 agent = self.agent.prepare(settings)
             except Exception as exc:

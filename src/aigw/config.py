@@ -373,7 +373,7 @@ def endpoint_policies(endpoints: list[EndpointConfig]) -> list[Any]:
     """The endpoints as aigw.policies.guardrails.config takes them."""
     from aigw.policies.guardrails.config import EndpointPolicies
 
-    return [EndpointPolicies(e.name, e.policies, e.guardrails) for e in endpoints]
+    return [EndpointPolicies(e.name, e.policies, e.guardrails, frozenset(e.tasks)) for e in endpoints]
 
 
 def _name_endpoint(message: str, endpoints: list[EndpointConfig]) -> str:

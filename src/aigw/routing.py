@@ -21,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from aigw.call import Call
+from aigw.canonical import ChatRequest, EmbeddingsRequest, Message, TextPart
 from aigw.config import DestinationConfig, EndpointConfig, Settings, endpoint_policies
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.upstream import UpstreamClient
@@ -28,7 +30,8 @@ from aigw.policies.guardrails.config import build_engine, resolve_policies
 from aigw.policies.guardrails.engine import NO_POLICIES, PolicyEngine
 from aigw.providers.base import Provider
 from aigw.providers.registry import PROVIDERS
-from aigw.recording.records import Attempt
+from aigw.policies.guardrails.verdicts import PolicyContext
+from aigw.recording.records import Attempt, UsageRecord
 
 log = logging.getLogger("aigw.routing")
 
@@ -164,15 +167,75 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+class RouterServices:
+    """What content policies get from the gateway (aigw.policies.guardrails.services): its endpoints,
+    called in-process through their destinations, retries and fallbacks. The endpoint's own policies,
+    permissions and rate limits are not applied to these calls (a judge judging itself would loop);
+    each call is recorded as a usage record of its own (surface `policy_judge` or
+    `policy_embeddings`, tagged with the policy) when `record` is given."""
+
+    def __init__(self, client: UpstreamClient, record: Callable[[UsageRecord], None] | None) -> None:
+        self.http = client
+        self.endpoints: dict[str, Endpoint] = {}  # filled by the router once its endpoints are built
+        self._record = record
+
+    async def chat(self, endpoint: str, system: str, text: str, context: PolicyContext, policy: str) -> str:
+        target = self.endpoints[endpoint]
+        request = ChatRequest(
+            model=endpoint, messages=[Message("system", [TextPart(system)]), Message("user", [TextPart(text)])]
+        )  # no temperature or max_tokens: reasoning models refuse the one and may need more than the other
+        response = await self._call(target, "policy_judge", context, policy, lambda p: p.chat(request))
+        if not response.choices:
+            raise GatewayError(ErrorKind.UPSTREAM_ERROR, f"The judge endpoint '{endpoint}' answered no choice.")
+        return "".join(part.text for part in response.choices[0].message.content if isinstance(part, TextPart))
+
+    async def embed(self, endpoint: str, texts: list[str], context: PolicyContext, policy: str) -> list[list[float]]:
+        target = self.endpoints[endpoint]
+        request = EmbeddingsRequest(model=endpoint, inputs=texts)
+        response = await self._call(target, "policy_embeddings", context, policy, lambda p: p.embed(request))
+        return response.vectors
+
+    async def _call(self, endpoint: Endpoint, surface: str, context: PolicyContext, policy: str, attempt: Callable[[Provider], Awaitable[T]]) -> T:
+        call = Call(surface, {})
+        call.endpoint, call.tags = endpoint.name, {"policy": policy, "for_endpoint": context.endpoint}
+
+        async def timed(provider: Provider) -> T:
+            call.upstream_start()
+            try:
+                return await attempt(provider)
+            finally:
+                call.upstream_end()
+
+        status, error = 200, None
+        try:
+            provider, result = await call_with_fallback(endpoint, call.attempts, timed)
+            call.destination, call.model = provider.label, provider.destination.model
+            call.usage = getattr(result, "usage", None)
+            return result
+        except GatewayError as failure:
+            status, error = failure.status, failure.message
+            raise
+        except asyncio.CancelledError:  # the policy's timeout, or the caller left
+            status, error = 499, "The policy's call was cancelled (its timeout, or the client left)."
+            raise
+        finally:
+            if self._record is not None:
+                record = call.usage_record(status, error)
+                record.principal_name = context.principal
+                self._record(record)
+
+
 class Router:
-    def __init__(self, settings: Settings, client: UpstreamClient) -> None:
+    def __init__(self, settings: Settings, client: UpstreamClient, record: Callable[[UsageRecord], None] | None = None) -> None:
         configs = list(settings.endpoints)
         if settings.demo_endpoint and not any(e.name == DEMO_ENDPOINT.name for e in configs):
             configs.append(DEMO_ENDPOINT)
         # Built once per configuration (start, reload); settings were checked, so this cannot fail.
+        self.services = RouterServices(client, record)
         resolved = resolve_policies(settings.policies, endpoint_policies(configs))
-        engines = {name: build_engine(policies) for name, policies in resolved.items()}
+        engines = {name: build_engine(policies, self.services) for name, policies in resolved.items()}
         self.endpoints: dict[str, Endpoint] = {c.name: Endpoint(c, client, engines.get(c.name, NO_POLICIES)) for c in configs}
+        self.services.endpoints = self.endpoints
 
     def names_for(self, task: str | None = None) -> list[str]:
         """The endpoint names (sorted) that serve `task`, or all of them."""

@@ -25,6 +25,11 @@ Rules (shared by all vendors):
                                      -> tool call(s) to the first declared tool
                                         (or the forced one), args ``{"query": <user text>}``;
                                         two calls when the user text has the word "parallel"
+* the last user message holds ``[[verdict allow|deny REASON]]`` (e.g. inside the text a
+  guardrail judge is asked to judge)  -> text: a sentence of prose, then a ```json code fence
+                                        holding ``{"verdict": ..., "reason": REASON}`` (the
+                                        shape the `judge` policy asks for, with the wrapping it
+                                        tolerates); no system prefix, no truncation
 * JSON output requested              -> text ``{"echo": "<user text>"}``
 * otherwise                          -> text ``"echo: <user text>"`` + ``" [image]"`` per image
 * a system prompt prefixes any non-JSON text with ``"[system: <first 30 chars>] "``
@@ -173,8 +178,16 @@ def tool_directives(text: str, tools: list[str], tool_choice: str = "auto") -> l
     return calls
 
 
+_VERDICT_RE = re.compile(r"\[\[verdict\s+(allow|deny)\b\s*([^\]]*)\]\]")
+
+
 def answer(turn: Turn) -> Answer:
     out = Answer(input_tokens=turn.input_tokens)
+    verdict = _VERDICT_RE.search(turn.user_text) if turn.last_kind == "user" else None
+    if verdict is not None:
+        decided = json.dumps({"verdict": verdict.group(1), "reason": verdict.group(2).strip()})
+        out.text = f"Here is my judgement.\n```json\n{decided}\n```"
+        return out
     if turn.last_kind == "tool":
         if turn.tool_choice != "none" and (directed := tool_directives(" ".join(turn.tool_results), turn.tools, turn.tool_choice)):
             out.calls = directed

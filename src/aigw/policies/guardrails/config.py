@@ -18,10 +18,18 @@ from typing import Any, ClassVar, Literal, Union
 import msgspec
 
 from .engine import PolicyEngine
+from .function import PythonPolicy, import_function
+from .judge import Judge, JudgePolicy
 from .keywords import DEFAULT_WINDOW, KeywordError, KeywordMatcher, KeywordsPolicy
 from .pii import PiiPolicy, PiiScanner
 from .pii_detectors import ENTITIES, region_known
+from .screens import (
+    JAILBREAK_PATTERNS, JAILBREAK_RULE, UNSAFE_CATEGORIES, UNSAFE_PATTERNS, UNSAFE_RULE, Prefilter, ScreenPolicy,
+    TopicsByEmbeddings, TopicsByJudge, topics_rule,
+)  # fmt: skip
+from .services import NO_SERVICES, PolicyServices
 from .verdicts import Phase, Policy
+from .webhook import WebhookPolicy
 
 PhaseName = Literal["call", "result"]
 StreamMode = Literal["buffer", "after"]  # judge, webhook, python on a stream: hold it, or check at the end
@@ -69,9 +77,10 @@ class KeywordsPolicyConfig(_Policy, tag="keywords"):
 
 class TopicsPolicyConfig(_Policy, tag="topics"):
     topics: list[str]  # the allowed topics; a request on none of them is denied
-    endpoint: str  # a chat endpoint (method judge) or an embeddings endpoint (method embeddings)
-    method: Literal["judge", "embeddings"] = "judge"
+    endpoint: str | None = None  # a chat endpoint that judges, or:
+    embeddings_endpoint: str | None = None  # an embeddings endpoint: similarity to the topics
     threshold: float = 0.5  # embeddings: the least cosine similarity to an allowed topic
+    cache_seconds: float = 300.0  # judge: identical inputs reuse the verdict this long
     stream: StreamMode = "buffer"
     default_on: ClassVar[tuple[PhaseName, ...]] = ("call",)
     default_timeout: ClassVar[float | None] = 10.0
@@ -79,7 +88,9 @@ class TopicsPolicyConfig(_Policy, tag="topics"):
 
 class JailbreakPolicyConfig(_Policy, tag="jailbreak"):
     endpoint: str | None = None  # the judge; None: the heuristic pre-filter alone
-    prefilter: bool = True  # cheap patterns first; only what they cannot decide goes to the judge
+    prefilter: bool = True  # cheap patterns first: a match denies without the judge
+    judge_all: bool = True  # what the pre-filter does not match still goes to the judge
+    cache_seconds: float = 300.0
     stream: StreamMode = "buffer"
     default_on: ClassVar[tuple[PhaseName, ...]] = ("call",)
     default_timeout: ClassVar[float | None] = 10.0
@@ -88,6 +99,8 @@ class JailbreakPolicyConfig(_Policy, tag="jailbreak"):
 class UnsafeContentPolicyConfig(_Policy, tag="unsafe_content"):
     endpoint: str | None = None
     prefilter: bool = True
+    judge_all: bool = True
+    cache_seconds: float = 300.0
     stream: StreamMode = "buffer"
     default_timeout: ClassVar[float | None] = 10.0
 
@@ -96,6 +109,7 @@ class JudgePolicyConfig(_Policy, tag="judge"):
     endpoint: str  # a chat endpoint of this gateway
     rule: str  # in plain language, e.g. "Deny requests that ask for a medical diagnosis."
     cache_seconds: float = 300.0  # identical inputs reuse the verdict this long; 0: no cache
+    categories: list[str] | None = None  # of a deny; None: the policy's name
     stream: StreamMode = "buffer"
     default_on: ClassVar[tuple[PhaseName, ...]] = ("call",)
     default_timeout: ClassVar[float | None] = 10.0
@@ -119,7 +133,6 @@ PolicyConfig = Union[
     JudgePolicyConfig, WebhookPolicyConfig, PythonPolicyConfig,
 ]  # fmt: skip
 KINDS = {c.__struct_config__.tag: c for c in PolicyConfig.__args__}  # type: ignore[attr-defined]
-BUILT_KINDS = frozenset({"pii", "keywords"})
 
 
 # --- the Databricks shorthand ----------------------------------------------------------------------
@@ -156,6 +169,23 @@ class EndpointPolicies:
     name: str
     policies: list[str]
     guardrails: Any = None
+    tasks: frozenset[str] | None = None  # None: not checked
+
+
+_ENDPOINT_FIELDS = (("endpoint", "chat"), ("embeddings_endpoint", "embeddings"))
+
+
+def _check_targets(policy: PolicyConfig, where: str, endpoints: dict[str, EndpointPolicies]) -> None:
+    """A policy's judge or embeddings endpoint exists and serves that task."""
+    for field, task in _ENDPOINT_FIELDS:
+        target = getattr(policy, field, None)
+        if target is None:
+            continue
+        if target not in endpoints:
+            raise PolicyConfigError(f"{where}.{field}: no endpoint named '{target}'")
+        tasks = endpoints[target].tasks
+        if tasks is not None and task not in tasks:
+            raise PolicyConfigError(f"{where}.{field}: endpoint '{target}' does not serve {task}")
 
 
 # --- parsing ---------------------------------------------------------------------------------------
@@ -230,12 +260,24 @@ def _check_keywords(policy: KeywordsPolicyConfig, where: str, field: str = "deny
 
 
 def _check_endpoint_named(policy: Any, where: str) -> None:
-    if policy.endpoint is not None and not policy.endpoint.strip():
-        raise PolicyConfigError(f"{where}.endpoint: must name an endpoint of this gateway")
+    for field in ("endpoint", "embeddings_endpoint"):
+        value = getattr(policy, field, None)
+        if value is not None and not value.strip():
+            raise PolicyConfigError(f"{where}.{field}: must name an endpoint of this gateway")
+    if getattr(policy, "cache_seconds", 0) < 0:
+        raise PolicyConfigError(f"{where}.cache_seconds: must be 0 or more")
+
+
+def _check_screen(policy: JailbreakPolicyConfig | UnsafeContentPolicyConfig, where: str) -> None:
+    _check_endpoint_named(policy, where)
+    if policy.endpoint is None and not policy.prefilter:
+        raise PolicyConfigError(f"{where}.endpoint: needed when prefilter is false (there would be nothing to check with)")
 
 
 def _check_topics(policy: TopicsPolicyConfig, where: str, field: str = "topics") -> None:
     _check_endpoint_named(policy, where)
+    if (policy.endpoint is None) == (policy.embeddings_endpoint is None):
+        raise PolicyConfigError(f"{where}.endpoint: give either endpoint (a chat endpoint that judges) or embeddings_endpoint")
     if not policy.topics or len(policy.topics) > MAX_ENTRIES or any(not t.strip() for t in policy.topics):
         raise PolicyConfigError(f"{where}.{field}: list 1 to {MAX_ENTRIES} topics, none empty")
     if not 0 <= policy.threshold <= 1:
@@ -246,23 +288,32 @@ def _check_judge(policy: JudgePolicyConfig, where: str) -> None:
     _check_endpoint_named(policy, where)
     if not policy.rule.strip() or len(policy.rule) > 10_000:
         raise PolicyConfigError(f"{where}.rule: must be 1 to 10,000 characters")
-    if policy.cache_seconds < 0:
-        raise PolicyConfigError(f"{where}.cache_seconds: must be 0 or more")
+    if policy.categories is not None and (
+        not 1 <= len(policy.categories) <= 20 or not all(re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", c) for c in policy.categories)
+    ):
+        raise PolicyConfigError(f"{where}.categories: list 1 to 20 short names (letters, digits, _ . : -)")
 
 
 def _check_webhook(policy: WebhookPolicyConfig, where: str) -> None:
     if not re.fullmatch(r"https?://[^/\s]+(?:/\S*)?", policy.url):
         raise PolicyConfigError(f"{where}.url: must be an http:// or https:// URL")
+    for key, value in policy.headers.items():
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}", key) or any(c in value for c in "\r\n\0"):
+            raise PolicyConfigError(f"{where}.headers: '{key[:40]}' is not a valid header")
 
 
 def _check_python(policy: PythonPolicyConfig, where: str) -> None:
     if not _IMPORT_PATH.fullmatch(policy.function):
         raise PolicyConfigError(f"{where}.function: '{policy.function}' is not an import path like package.module:function")
+    try:
+        import_function(policy.function)
+    except ValueError as exc:
+        raise PolicyConfigError(f"{where}.function: {exc}") from None
 
 
 _KIND_CHECKS: dict[str, Any] = {
-    "pii": _check_pii, "keywords": _check_keywords, "topics": _check_topics, "jailbreak": _check_endpoint_named,
-    "unsafe_content": _check_endpoint_named, "judge": _check_judge, "webhook": _check_webhook, "python": _check_python,
+    "pii": _check_pii, "keywords": _check_keywords, "topics": _check_topics, "jailbreak": _check_screen,
+    "unsafe_content": _check_screen, "judge": _check_judge, "webhook": _check_webhook, "python": _check_python,
 }  # fmt: skip
 
 
@@ -316,11 +367,9 @@ def resolve_policies(raw_policies: Any, endpoints: list[EndpointPolicies]) -> di
     """Each endpoint's policies in the order they run: its `policies:` names, then its shorthand.
     Judge endpoints must exist; endpoints without policies are left out of the result."""
     declared = parse_policies(raw_policies)
-    endpoint_names = {e.name for e in endpoints}
+    by_name = {e.name: e for e in endpoints}
     for i, policy in enumerate(declared.values()):
-        target = getattr(policy, "endpoint", None)
-        if target is not None and target not in endpoint_names:
-            raise PolicyConfigError(f"policies[{i}] ({policy.name}).endpoint: no endpoint named '{target}'")
+        _check_targets(policy, f"policies[{i}] ({policy.name})", by_name)
     resolved: dict[str, tuple[PolicyConfig, ...]] = {}
     for i, endpoint in enumerate(endpoints):
         where = f"endpoints[{i}]"
@@ -336,9 +385,7 @@ def resolve_policies(raw_policies: Any, endpoints: list[EndpointPolicies]) -> di
             chosen.append(declared[name])
         shorthand = guardrail_policies(endpoint.name, endpoint.guardrails, f"{where}.guardrails")
         for policy in shorthand:
-            target = getattr(policy, "endpoint", None)
-            if target is not None and target not in endpoint_names:
-                raise PolicyConfigError(f"{where}.guardrails.endpoint: no endpoint named '{target}'")
+            _check_targets(policy, f"{where}.guardrails", by_name)
         chosen.extend(shorthand)
         if chosen:
             resolved[endpoint.name] = tuple(chosen)
@@ -348,17 +395,56 @@ def resolve_policies(raw_policies: Any, endpoints: list[EndpointPolicies]) -> di
 # --- building --------------------------------------------------------------------------------------
 
 
-def build_policy(config: PolicyConfig) -> Policy:
-    phases, timeout = config.phases, config.effective_timeout
+def build_policy(config: PolicyConfig, services: PolicyServices = NO_SERVICES) -> Policy:
+    """One policy; the kinds that call out get the gateway's `services` (NO_SERVICES: built only to
+    check a configuration)."""
+    phases, timeout, on_error = config.phases, config.effective_timeout, config.on_error
     if isinstance(config, PiiPolicyConfig):
         scanner = PiiScanner(config.entities if config.entities is not None else ENTITIES, config.region)
         return PiiPolicy(config.name, phases, config.action, scanner, config.on_error, timeout)
     if isinstance(config, KeywordsPolicyConfig):
         matcher = KeywordMatcher(config.deny, config.window)
         return KeywordsPolicy(config.name, phases, matcher, config.on_error, timeout)
-    raise PolicyConfigError(f"policy '{config.name}': kind '{config.kind}' is not implemented yet")
+    if isinstance(config, JudgePolicyConfig):
+        judge = Judge(services, config.endpoint, config.rule, config.cache_seconds)
+        return JudgePolicy(config.name, phases, judge, tuple(config.categories or ()), on_error, timeout)
+    if isinstance(config, (JailbreakPolicyConfig, UnsafeContentPolicyConfig)):
+        jailbreak = isinstance(config, JailbreakPolicyConfig)
+        screen_judge = None
+        if config.endpoint is not None:
+            rule = JAILBREAK_RULE if jailbreak else UNSAFE_RULE
+            categories = () if jailbreak else UNSAFE_CATEGORIES
+            screen_judge = Judge(services, config.endpoint, rule, config.cache_seconds, categories)
+        prefilter = Prefilter(JAILBREAK_PATTERNS if jailbreak else UNSAFE_PATTERNS) if config.prefilter else None
+        return ScreenPolicy(config.name, config.kind, phases, screen_judge, prefilter, config.judge_all, on_error, timeout)
+    if isinstance(config, TopicsPolicyConfig):
+        if config.embeddings_endpoint is not None:
+            return TopicsByEmbeddings(
+                config.name, phases, services, config.embeddings_endpoint, config.topics, config.threshold, on_error, timeout
+            )  # fmt: skip
+        assert config.endpoint is not None
+        topics_judge = Judge(services, config.endpoint, topics_rule(config.topics), config.cache_seconds)
+        return TopicsByJudge(config.name, phases, topics_judge, on_error, timeout)
+    if isinstance(config, WebhookPolicyConfig):
+        return WebhookPolicy(config.name, phases, services, config.url, config.headers, on_error, timeout)
+    if isinstance(config, PythonPolicyConfig):
+        try:
+            func = import_function(config.function)
+        except ValueError as exc:
+            raise PolicyConfigError(f"policy '{config.name}'.function: {exc}") from None
+        return PythonPolicy(config.name, phases, func, on_error, timeout)
+    raise PolicyConfigError(f"policy '{config.name}': kind '{config.kind}' is not implemented")
 
 
-def build_engine(configs: tuple[PolicyConfig, ...] | list[PolicyConfig]) -> PolicyEngine:
-    """One engine per endpoint, built at start (and on reload); compiled patterns are shared by none."""
-    return PolicyEngine([build_policy(c) for c in configs])
+def build_engine(configs: tuple[PolicyConfig, ...] | list[PolicyConfig], services: PolicyServices = NO_SERVICES) -> PolicyEngine:
+    """One engine per endpoint, built at start (and on reload); compiled patterns are shared by none.
+    Judges' caches are per engine."""
+    return PolicyEngine([_with_stream_mode(build_policy(c, services), c) for c in configs])
+
+
+def _with_stream_mode(policy: Policy, config: PolicyConfig) -> Policy:
+    """The whole-text kinds carry their `stream:` mode for the surfaces' stream handling."""
+    mode = getattr(config, "stream", None)
+    if mode is not None:
+        policy.stream = mode  # type: ignore[attr-defined]
+    return policy
