@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from aigw.policies.guardrails.verdicts import PolicyContext, Verdict
+from aigw.policies.guardrails.verdicts import ALLOW, PolicyContext, Verdict
 
 THREADS: list[str] = []  # the threads sync functions ran on
 
@@ -37,3 +37,21 @@ def broken(texts: list[str], context: PolicyContext) -> str:
 
 
 NOT_CALLABLE = 42
+
+
+def tool_gate(texts: list[str], context: PolicyContext) -> Verdict:
+    """Acts on hosted tool calls only (tests/test_agent_tool_policies.py): arguments naming HOLD
+    are held for approval, FORBIDDEN refused, MASKME masked; a result naming 21 C is masked."""
+    if context.surface != "agent_tool":
+        return ALLOW
+    text = texts[0]
+    if context.phase.value == "call":
+        if "FORBIDDEN" in text:
+            return Verdict.deny(["forbidden"], "Policy tool-gate refused the call.")
+        if "HOLD" in text:
+            return Verdict.ask(["review"], "Policy tool-gate wants a person to look.")
+        if "MASKME" in text:
+            return Verdict.mask([text.replace("MASKME", "XXXXXX")], ["masked"])
+    elif "21 C" in text:
+        return Verdict.mask([text.replace("21 C", "[TEMPERATURE]")], ["weather"])
+    return ALLOW

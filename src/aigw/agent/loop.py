@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from aigw.agent import conversation, turns
+from aigw.agent.tool_policies import ScreenedArguments, ToolPolicies
 from aigw.agent.toolbox import HostedTool, ToolOutcome, Toolbox
 from aigw.agent.tracing import Tracing
 from aigw.call import Call
@@ -263,6 +264,7 @@ class AgentRun:
         progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.call, self.endpoint, self.body, self.toolbox, self.tracing = call, endpoint, body, toolbox, tracing
+        self.tool_policies = ToolPolicies(endpoint, call)
         self.history, self.new_items = history, new_items
         self.max_turns = max_turns
         self.id, self.created_at = response_id, created_at
@@ -388,25 +390,26 @@ class AgentRun:
         shown in progress, then as each finishes in turn, its result. Calls that need approval are
         held as `mcp_approval_request` items; True if there are any."""
         waiting = False
-        runs: list[tuple[HostedTool, Item, int | None]] = []  # (tool, the model's call, mcp item index)
+        runs: list[tuple[HostedTool, Item, int | None, ScreenedArguments]] = []  # (tool, the model's call, mcp item index, ...)
         for item in calls:  # the function calls first: one assistant turn, as the model made it
             if self.toolbox.hosted[item["name"]].server is None:
                 await output.add({**item, "status": "completed"})
         for item in calls:
             tool = self.toolbox.hosted[item["name"]]
-            arguments = item.get("arguments") or "{}"
+            screened = await self.tool_policies.arguments(tool, item.get("arguments") or "{}")
             if tool.server is None:
-                runs.append((tool, item, None))
-            elif tool.needs_approval:
+                runs.append((tool, item, None, screened))
+            elif (tool.needs_approval or screened.ask) and screened.refusal is None:
                 waiting = True
                 await output.add(
                     {"id": new_id("mcpr_"), "type": "mcp_approval_request", "server_label": tool.server,
-                     "name": tool.remote_name, "arguments": arguments}
+                     "name": tool.remote_name, "arguments": screened.arguments}
                 )  # fmt: skip
             else:
-                runs.append((tool, item, await output.open(_mcp_call(tool.server, tool.remote_name, arguments))))
-        outcomes = await asyncio.gather(*(self._run(tool, item.get("arguments") or "{}") for tool, item, _ in runs))
-        for (tool, item, index), outcome in zip(runs, outcomes):
+                index = await output.open(_mcp_call(tool.server, tool.remote_name, screened.arguments))
+                runs.append((tool, item, index, screened))
+        outcomes = await asyncio.gather(*(self._run_screened(tool, screened) for tool, _, _, screened in runs))
+        for (tool, item, index, _), outcome in zip(runs, outcomes):
             if index is None:
                 text = outcome.output if outcome.error is None else f"Error: {outcome.error}"
                 await output.add({"id": new_id("fco_"), "type": "function_call_output", "call_id": item.get("call_id"), "output": text, "status": "completed"})
@@ -429,9 +432,19 @@ class AgentRun:
         approval_request_id: str | None = None, refusal: str | None = None,
     ) -> None:  # fmt: skip
         """One `mcp_call` item: shown in progress while the tool runs, then with its result."""
+        if refusal is None and tool is not None:  # approved: the policies still deny or mask, but no longer ask
+            screened = await self.tool_policies.arguments(tool, arguments, approved=True)
+            arguments, refusal = screened.arguments, screened.refusal
         index = await output.open(_mcp_call(server, name, arguments, approval_request_id))
-        outcome = ToolOutcome("", refusal) if refusal is not None or tool is None else await self._run(tool, arguments)
+        outcome = ToolOutcome("", refusal) if refusal is not None or tool is None else await self._run_screened(tool, ScreenedArguments(arguments))
         await output.close(index, _finished(output.items[index], outcome))
+
+    async def _run_screened(self, tool: HostedTool, screened: ScreenedArguments) -> ToolOutcome:
+        """Run a call its arguments' policies let through, and put its result through the result
+        policies (aigw.agent.tool_policies)."""
+        if screened.refusal is not None:
+            return ToolOutcome("", screened.refusal)
+        return await self.tool_policies.result(await self._run(tool, screened.arguments))
 
     async def _run(self, tool: HostedTool, arguments: str) -> ToolOutcome:
         left = self._budget_left()
