@@ -39,8 +39,7 @@ class ScreenedArguments(NamedTuple):
 
 class ToolPolicies:
     def __init__(self, endpoint: Endpoint, call: Call) -> None:
-        self._engine = endpoint.policies
-        self._endpoint = endpoint.name
+        self._endpoint = endpoint
         self._call = call
 
     async def arguments(self, tool: HostedTool, arguments: str, approved: bool = False) -> ScreenedArguments:
@@ -70,10 +69,11 @@ class ToolPolicies:
         return ToolOutcome("", _refused(checked.message, "result"))  # deny, or an ask nobody can answer
 
     async def _run(self, phase: Phase, text: str) -> Outcome | None:
-        if not self._engine.applies(phase):
+        engine = self._endpoint.policies
+        if not engine.applies(phase):
             return None
         principal = self._call.principal.name if self._call.principal is not None else None
-        outcome = await self._engine.run([text], PolicyContext(phase, self._endpoint, principal, SURFACE))
+        outcome = await engine.run([text], PolicyContext(phase, self._endpoint.name, principal, SURFACE))
         self._call.policy_runs.extend(outcome.runs)
         return outcome
 
