@@ -20,7 +20,6 @@ Kinds that can only judge a whole text (judge, webhook, python) are not stream s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -205,7 +204,6 @@ class EventGuard:
 
 # --- pass-through streams -------------------------------------------------------------------------------
 
-_SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
 
 
 class PassedStreamGuard:
