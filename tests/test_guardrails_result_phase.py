@@ -217,3 +217,25 @@ def test_a_deny_mid_stream_ends_it_the_surfaces_way(gateway, surface, send, prov
     assert runs(record) == DENIED_RUNS
     logged = answer_text(payload_of(gateway, record["request_id"]) or {"response_body": ""})
     assert "forbidden" not in logged
+
+
+@pytest.mark.parametrize("provider", ["gemini", "openai"])
+def test_gemini_json_array_streams_are_masked_and_denied_too(gateway, provider):
+    """streamGenerateContent without `alt=sse` answers one JSON array, written piece by piece."""
+    import requests
+
+    def stream(text: str) -> list[dict[str, Any]]:
+        url = f"{gateway.url}/gemini/v1beta/models/c-{provider}:streamGenerateContent"
+        body = {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+        response = requests.post(url, json=body, headers={"x-goog-api-key": gateway.admin_token}, timeout=20)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def text_of(chunks: list[dict[str, Any]]) -> str:
+        return "".join(p.get("text", "") for c in chunks for p in (c["candidates"][0].get("content") or {}).get("parts") or ())
+
+    masked = stream(ASKED)
+    assert text_of(masked).endswith(ECHOED) and ADDRESS not in json.dumps(masked)
+    denied = stream(FORBIDDEN)
+    assert denied[-1]["candidates"][0]["finishReason"] == "SAFETY"
+    assert "forbidden" not in json.dumps(denied) and text_of(denied).startswith("echo: Here is a long")
