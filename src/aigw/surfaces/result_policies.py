@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from aigw.call import Call
-from aigw.canonical import ChatResponse, Finish, StreamEvent, TextDelta, TextPart, UsageEvent, StreamStart
+from aigw.canonical import ChatResponse, Finish, StreamEvent, StreamStart, TextDelta, TextPart, UsageEvent
 from aigw.errors import ErrorKind, GatewayError
 from aigw.http.sse import event_too_large, sse_frame
 from aigw.offload import run_heavy
@@ -272,7 +272,8 @@ class PassedStreamGuard:
         chunk, end = _data(raw)
         if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
             return raw
-        self._base = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
+        if not self._base:
+            self._base = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         changed = False
         for choice in chunk["choices"]:
             if not isinstance(choice, dict):
@@ -386,7 +387,8 @@ class PassedStreamGuard:
         chunk, end = _data(raw)
         if not isinstance(chunk, dict) or not isinstance(chunk.get("candidates"), list):
             return raw
-        self._base = {k: v for k, v in chunk.items() if k in ("modelVersion", "responseId")}
+        if not self._base:
+            self._base = {k: v for k, v in chunk.items() if k in ("modelVersion", "responseId")}
         changed = False
         for candidate in chunk["candidates"]:
             if not isinstance(candidate, dict):
