@@ -214,7 +214,8 @@ class PassedStreamGuard:
 
     def __init__(self, wire: str, endpoint: Endpoint, ctx: PolicyContext, max_event_bytes: int | None) -> None:
         self._channels = _Channels(stream_policies(endpoint), ctx)
-        self._event: Callable[[bytes], bytes] = getattr(self, "_" + wire)
+        self._wire = wire
+        self._event: Callable[..., bytes] = getattr(self, "_" + wire)
         self._max = max_event_bytes
         self._pending = b""
         self.ended = False
@@ -257,6 +258,8 @@ class PassedStreamGuard:
     def _events(self, data: bytes) -> bytes:
         from aigw.surfaces.chat_flow import _split_events
 
+        if self._wire == "openai_chat":
+            return self._openai_chat(_split_events(data))
         out: list[bytes] = []
         for event in _split_events(data):
             out.append(self._event(event))
@@ -266,34 +269,57 @@ class PassedStreamGuard:
 
     # -- one event of each wire ------------------------------------------------------------------
 
-    def _openai_chat(self, raw: bytes) -> bytes:
-        if b'"choices"' not in raw:
-            return raw
-        chunk, end = _data(raw)
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
-            return raw
-        if not self._base:
-            self._base = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
-        changed = False
-        for choice in chunk["choices"]:
-            if not isinstance(choice, dict):
+    def _openai_chat(self, events: list[bytes]) -> bytes:
+        """One read's chat chunks together: each channel's text of the read goes through its guard
+        in one feed (a guard costs per feed, and an upstream that writes quickly sends many chunks
+        per read), the text released put in the channel's last delta of the read, its earlier ones
+        emptied. A deny drops the read's chunks for the ending."""
+        parsed: list[tuple[bytes, Any, bytes]] = []  # (raw, the chunk if rewritten, its terminator)
+        waiting: dict[Any, list[dict[str, Any]]] = {}  # per channel: deltas whose text is not fed yet
+        for raw in events:
+            chunk: Any = None
+            end = b""
+            if b'"choices"' in raw:
+                chunk, end = _data(raw)
+            if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
+                parsed.append((raw, None, end))
                 continue
-            index, delta = choice.get("index", 0), choice.get("delta")
-            if not isinstance(delta, dict):
-                continue
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                text = self._channels.feed(index, content)
-                if text is None:
-                    return self._deny()
-                delta["content"], changed = text, True
-            if delta.get("tool_calls") or choice.get("finish_reason"):
-                held = self._channels.close(index)
-                if held is None:
-                    return self._deny()
-                if held:
-                    delta["content"], changed = (delta.get("content") or "") + held, True
-        return _framed(raw, chunk, end) if changed else raw
+            if not self._base:
+                self._base = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
+            touched = False
+            for choice in chunk["choices"]:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if not isinstance(delta, dict):
+                    continue
+                index, content = choice.get("index", 0), delta.get("content")
+                if isinstance(content, str) and content:
+                    waiting.setdefault(index, []).append(delta)
+                    touched = True
+                if delta.get("tool_calls") or choice.get("finish_reason"):  # the channel's text ends here
+                    held = self._channels.close(index) if self._settle(index, waiting) else None
+                    if held is None:
+                        return self._deny()
+                    if held:
+                        delta["content"], touched = (delta.get("content") or "") + held, True
+            parsed.append((raw, chunk if touched else None, end))
+        for index in list(waiting):
+            if not self._settle(index, waiting):
+                return self._deny()
+        # A chunk left with nothing to say (its text moved to a later chunk of the read) is dropped.
+        return b"".join(raw if chunk is None else _framed(raw, chunk, end) for raw, chunk, end in parsed if not _emptied(chunk))
+
+    def _settle(self, key: Any, waiting: dict[Any, list[dict[str, Any]]]) -> bool:
+        """Feed a channel's waiting deltas as one text; False if that was denied."""
+        deltas = waiting.pop(key, None)
+        if not deltas:
+            return True
+        text = self._channels.feed(key, "".join(d["content"] for d in deltas))
+        if text is None:
+            return False
+        for delta in deltas:
+            delta["content"] = ""
+        deltas[-1]["content"] = text
+        return True
 
     def _openai_responses(self, raw: bytes) -> bytes:
         event, end = _data(raw)
@@ -430,12 +456,12 @@ class PassedStreamGuard:
 
     def _tail(self, key: Any, text: str) -> bytes:
         """Held text released at a channel's end, as one more delta event of the wire."""
-        if self._event == self._anthropic:
+        if self._wire == "anthropic":
             return sse_frame(orjson.dumps({"type": "content_block_delta", "index": key, "delta": {"type": "text_delta", "text": text}}), "content_block_delta")
-        if self._event == self._openai_chat:
+        if self._wire == "openai_chat":
             chunk = {**self._base, "choices": [{"index": key, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]}
             return sse_frame(orjson.dumps(chunk))
-        if self._event == self._gemini:
+        if self._wire == "gemini":
             chunk = {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": key}], **self._base}
             return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
         output_index, content_index = key
@@ -448,13 +474,13 @@ class PassedStreamGuard:
         self.ended = True
         denied = self._channels.denied
         assert denied is not None
-        if self._event == self._anthropic:
+        if self._wire == "anthropic":
             return anthropic.encode_error_event(refused(denied))
-        if self._event == self._openai_chat:
+        if self._wire == "openai_chat":
             indexes = sorted({k for k in self._channels.keys()} | {0})
             choices = [{"index": i, "delta": {}, "logprobs": None, "finish_reason": "content_filter"} for i in indexes]
             return sse_frame(orjson.dumps({**self._base, "choices": choices})) + b"data: [DONE]\n\n"
-        if self._event == self._gemini:
+        if self._wire == "gemini":
             indexes = sorted({k for k in self._channels.keys()} | {0})
             chunk = {"candidates": [{"finishReason": "SAFETY", "index": i} for i in indexes], **self._base}
             return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
@@ -479,6 +505,18 @@ class PassedStreamGuard:
         return out + self._responses_event("response.incomplete", {"response": response})
 
 
+def _emptied(chunk: Any) -> bool:
+    """A chat chunk whose one choice's delta is an empty text and nothing else."""
+    if chunk is None or chunk.get("usage") is not None or len(chunk["choices"]) != 1:
+        return False
+    choice = chunk["choices"][0]
+    delta = choice.get("delta")
+    return (
+        delta == {"content": ""} and choice.get("finish_reason") is None and choice.get("logprobs") is None
+        and set(choice) <= {"index", "delta", "finish_reason", "logprobs"}
+    )  # fmt: skip
+
+
 def _data(raw: bytes) -> tuple[Any, bytes]:
     """The parsed `data:` of one SSE event (None if it has none, or it is not JSON), and the event's terminator."""
     end = b"\r\n\r\n" if raw.endswith(b"\r\n\r\n") else b"\n\n"
@@ -493,6 +531,8 @@ def _data(raw: bytes) -> tuple[Any, bytes]:
 
 def _framed(raw: bytes, data: Any, end: bytes) -> bytes:
     """`raw` with its data line replaced by `data`, its other lines (`event:`) as they were."""
+    if raw.startswith(b"data:") and raw.count(b"\n") == 2:  # the usual event: one data line
+        return b"data: " + orjson.dumps(data) + end
     newline = b"\r\n" if end == b"\r\n\r\n" else b"\n"
     lines = [b"data: " + orjson.dumps(data) if line.startswith(b"data:") else line for line in raw.splitlines() if line]
     return newline.join(lines) + end
