@@ -74,6 +74,50 @@ CASES: dict[str, tuple[dict[str, Any], list[str]]] = {
         ["one", "two", "three"],
     ),
     "openai_embeddings": ({"model": "m", "input": ["a", "b"], "dimensions": 8}, ["a", "b"]),
+    # Answers (the result phase of a whole response).
+    "openai_chat_result": (
+        {
+            "id": "c", "object": "chat.completion", "x_top": 1,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hello", "refusal": None}, "finish_reason": "stop"},
+                {"index": 1, "message": {"role": "assistant", "content": None, "tool_calls": [{"id": "t", "function": {"arguments": "{}"}}]}},
+                {"index": 2, "message": {"role": "assistant", "content": [{"type": "text", "text": "part"}]}},
+            ],
+            "usage": {"prompt_tokens": 1},
+        },
+        ["hello", "part"],
+    ),
+    "openai_responses_result": (
+        {
+            "id": "r", "status": "completed",
+            "output": [
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "thinking"}]},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ot", "annotations": [{"x": 1}]},
+                                                                     {"type": "refusal", "refusal": "no"}]},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+            ],
+        },
+        ["ot"],
+    ),
+    "anthropic_result": (
+        {
+            "id": "m", "type": "message", "role": "assistant",
+            "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"}, {"type": "text", "text": "a", "citations": None},
+                        {"type": "tool_use", "id": "t", "name": "f", "input": {"q": "args"}}, {"type": "text", "text": "b"}],
+        },
+        ["a", "b"],
+    ),
+    "gemini_result": (
+        {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": "t", "thought": True}, {"text": "one"}, {"functionCall": {"name": "f", "args": {}}}]}, "index": 0},
+                {"content": {"role": "model", "parts": [{"text": "two", "thoughtSignature": "s"}]}, "finishReason": "STOP", "index": 1},
+                {"finishReason": "SAFETY", "index": 2},
+            ],
+            "usageMetadata": {"totalTokenCount": 3},
+        },
+        ["one", "two"],
+    ),
 }
 
 

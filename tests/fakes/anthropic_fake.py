@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .scenario import Answer, Turn, answer, parse_scenario, split_in_pieces, split_words
+from .scenario import Answer, Turn, answer, parse_scenario, split_in_pieces, stream_pieces
 
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request (fake error-400)."),
@@ -186,7 +186,7 @@ def stream_events(model: str, ans: Answer) -> list[tuple[str, dict[str, Any]]]:
     for index, block in enumerate(_content(ans)):
         if block["type"] == "text":
             head = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": p} for p in split_words(block["text"])]
+            deltas = [{"type": "text_delta", "text": p} for p in stream_pieces(block["text"], model)]
         else:
             head = dict(block, input={})
             args = wire.dumps(block["input"])

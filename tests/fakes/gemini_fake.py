@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .scenario import Answer, Turn, answer, embedding_vector, parse_scenario, split_words
+from .scenario import Answer, Turn, answer, embedding_vector, parse_scenario, stream_pieces
 
 _STATUS: dict[int, tuple[str, str]] = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument. (fake error-400)"),
@@ -185,7 +185,7 @@ def stream_objects(model: str, ans: Answer) -> list[dict[str, Any]]:
     rid = wire.rand_id("", 22)
     if ans.calls:
         return [response_obj(model, _call_parts(ans), _usage(ans), rid, _finish(ans))]
-    pieces = split_words(ans.text or "")
+    pieces = stream_pieces(ans.text or "", model)
     out = [response_obj(model, [{"text": p}], _usage(ans, final=False), rid) for p in pieces[:-1]]
     out.append(response_obj(model, [{"text": pieces[-1]}], _usage(ans), rid, _finish(ans)))
     return out

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
-from .scenario import Answer, Turn, answer, count_input_tokens, embedding_base64, embedding_vector, parse_scenario, split_in_pieces, split_words
+from .scenario import Answer, Turn, answer, count_input_tokens, embedding_base64, embedding_vector, parse_scenario, split_in_pieces, split_words, stream_pieces
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     # status: (type, code, message)
@@ -189,10 +189,10 @@ def completion(model: str, ans: Answer, n: int, azure: bool) -> dict[str, Any]:
     return out
 
 
-def stream_deltas(ans: Answer) -> list[dict[str, Any]]:
+def stream_deltas(ans: Answer, model: str = "") -> list[dict[str, Any]]:
     """The per-choice deltas of a streamed answer, in order (without the finish chunk)."""
     if not ans.calls:
-        pieces = split_words(ans.text or "")
+        pieces = stream_pieces(ans.text or "", model)
         return [{"role": "assistant", "content": "", "refusal": None}] + [{"content": p} for p in pieces]
     deltas: list[dict[str, Any]] = []
     for index, call in enumerate(ans.calls):
@@ -223,7 +223,7 @@ async def _stream(request: web.Request, scenario, model: str, ans: Answer, n: in
     resp = await wire.open_stream(request, _headers())
     pacer = wire.Pacer(request, resp, scenario)
     chunks = _Chunks(model, include_usage)
-    deltas = stream_deltas(ans)
+    deltas = stream_deltas(ans, model)
     if scenario.kind == "stream-error":
         deltas = deltas[:2]
     for delta in deltas:
@@ -414,7 +414,8 @@ class _ResponsesAnswer:
         part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
         out = [("response.output_item.added", {"output_index": index, "item": self.message_item(False)}),
                ("response.content_part.added", {**where, "part": part})]
-        out += [("response.output_text.delta", {**where, "delta": p, "logprobs": []}) for p in split_words(text)]
+        pieces = stream_pieces(text, self.body.get("model"))
+        out += [("response.output_text.delta", {**where, "delta": p, "logprobs": []}) for p in pieces]
         out.append(("response.output_text.done", {**where, "text": text, "logprobs": []}))
         out.append(("response.content_part.done", {**where, "part": {**part, "text": text}}))
         out.append(("response.output_item.done", {"output_index": index, "item": self.message_item(True)}))

@@ -36,6 +36,10 @@ Rules (shared by all vendors):
 * a max-tokens limit smaller than the answer's word count truncates it to that
   many words (finish reason "length" / "max_tokens" / "MAX_TOKENS").
 
+Streams: an answer's text streams a word per delta; a model named ``chunk-N`` (after any
+``vendor/`` or ``models/`` prefix) streams it ``N`` characters per delta instead, so a word (an
+e-mail address) is split over many events.  See :func:`stream_pieces`.
+
 Token counts: input = ``max(1, ceil(chars / 4))`` where chars counts every text
 of the conversation (system, message texts, tool results, tool-call arguments);
 output = number of whitespace-separated words of the answer (for tool calls:
@@ -51,6 +55,7 @@ from typing import Any
 
 _ERROR_RE = re.compile(r"error-([1-5]\d\d)")
 _SLOW_RE = re.compile(r"slow-(\d+)")
+_CHUNK_RE = re.compile(r"chunk-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,16 @@ def split_words(text: str) -> list[str]:
     """Split into streaming pieces, one word each, keeping spaces: 'a b' -> ['a ', 'b']."""
     pieces = re.findall(r"\s*\S+\s*", text)
     return pieces or [text]
+
+
+def stream_pieces(text: str, model: Any) -> list[str]:
+    """The deltas a streamed answer's text is sent in: a word each, or ``N`` characters each for a
+    model named ``chunk-N``."""
+    name = str(model or "").rsplit("/", 1)[-1].strip().lower()
+    if (m := _CHUNK_RE.fullmatch(name)) and int(m.group(1)) > 0 and text:
+        size = int(m.group(1))
+        return [text[i : i + size] for i in range(0, len(text), size)]
+    return split_words(text)
 
 
 def split_in_pieces(text: str, n: int = 3) -> list[str]:

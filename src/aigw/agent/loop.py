@@ -27,7 +27,9 @@ from aigw.errors import ErrorKind, GatewayError
 from aigw.http.asgi import SSE_HEADERS, EventStream
 from aigw.http.sse import sse_frame
 from aigw.offload import run_heavy
+from aigw.policies.guardrails.verdicts import Phase
 from aigw.routing import Endpoint
+from aigw.surfaces import result_policies
 from aigw.wire import openai_responses
 from aigw.wire.openai_responses import build_response, decode_usage, new_id
 
@@ -88,6 +90,8 @@ class Output:
 
     async def turn(self, call: Call, endpoint: Endpoint, body: dict[str, Any], hosted: Toolbox) -> TurnResult:
         answer = await turns.whole_turn(call, endpoint, body)
+        if endpoint.policies.applies(Phase.RESULT):  # the model's text, before the client sees it
+            await result_policies.check_response_items(call, endpoint, answer)
         result = TurnResult()
         for item in answer.get("output") or ():
             if _is_hosted_call(item, hosted):
@@ -147,40 +151,55 @@ class StreamedOutput(Output):
         held: set[int] = set()
         error: Item | None = None
         ended = False
-        async for event in turns.streamed_turn(call, endpoint, body):
-            kind = event.get("type")
-            if kind in ("response.created", "response.in_progress"):
-                continue
-            if kind in ("response.completed", "response.incomplete"):
-                _ending(result, event.get("response") or {})
-                ended = True
-                continue
-            if kind == "error":
-                error = event
-                continue
-            if kind == "response.failed":
-                failure = (event.get("response") or {}).get("error") or error or {}
-                raise GatewayError(ErrorKind.UPSTREAM_ERROR, str(failure.get("message") or "The model's stream failed."))
-            local = event.get("output_index")
-            if isinstance(local, int):
-                if kind == "response.output_item.added" and _is_hosted_call(event.get("item") or {}, hosted):
-                    held.add(local)
-                if local in held:
-                    if kind == "response.output_item.done":
-                        result.held.append(event["item"])
-                    continue
-                if local not in indexes:
-                    indexes[local] = self._allocate()
-                event["output_index"] = indexes[local]
-                if kind == "response.output_item.done":
-                    self.items[indexes[local]] = event["item"]
-            await self._emit(event)
+        guard = result_policies.ResponsesEventGuard(call, endpoint) if endpoint.policies.applies(Phase.RESULT) else None
+        try:
+            async for upstream_event in turns.streamed_turn(call, endpoint, body):
+                for event in guard.feed(upstream_event) if guard is not None else (upstream_event,):
+                    ended, error = await self._turn_event(event, result, indexes, held, hosted, ended, error)
+            for event in guard.flush() if guard is not None else ():
+                ended, error = await self._turn_event(event, result, indexes, held, hosted, ended, error)
+        finally:
+            if guard is not None:
+                call.policy_runs.extend(guard.runs())
+        if guard is not None and guard.denied:  # the response ends here: no tool runs on a refused turn
+            result.held.clear()
         if not ended:  # cut short: what arrived may be half an answer, and must not pass for a whole one
             message = (error or {}).get("message")
             if not isinstance(message, str) or not message:
                 message = f"Destination '{call.destination}' ended its stream before the response was completed."
             raise GatewayError(ErrorKind.UPSTREAM_ERROR, message)
         return result
+
+    async def _turn_event(
+        self, event: Item, result: TurnResult, indexes: dict[int, int], held: set[int], hosted: Toolbox, ended: bool, error: Item | None
+    ) -> tuple[bool, Item | None]:
+        """One event of a streamed turn: (whether the turn ended, the error event seen)."""
+        kind = event.get("type")
+        if kind in ("response.created", "response.in_progress"):
+            return ended, error
+        if kind in ("response.completed", "response.incomplete"):
+            _ending(result, event.get("response") or {})
+            return True, error
+        if kind == "error":
+            return ended, event
+        if kind == "response.failed":
+            failure = (event.get("response") or {}).get("error") or error or {}
+            raise GatewayError(ErrorKind.UPSTREAM_ERROR, str(failure.get("message") or "The model's stream failed."))
+        local = event.get("output_index")
+        if isinstance(local, int):
+            if kind == "response.output_item.added" and _is_hosted_call(event.get("item") or {}, hosted):
+                held.add(local)
+            if local in held:
+                if kind == "response.output_item.done":
+                    result.held.append(event["item"])
+                return ended, error
+            if local not in indexes:
+                indexes[local] = self._allocate()
+            event["output_index"] = indexes[local]
+            if kind == "response.output_item.done":
+                self.items[indexes[local]] = event["item"]
+        await self._emit(event)
+        return ended, error
 
     async def finish(self, response: dict[str, Any]) -> None:
         await self._emit({"type": f"response.{response['status']}", "response": response})

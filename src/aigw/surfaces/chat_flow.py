@@ -20,9 +20,11 @@ from aigw.http.asgi import EventStream, Request, Send, run_cancellable, send_bod
 from aigw.http.sse import SSEParser, event_too_large
 from aigw.http.upstream import UpstreamResponse
 from aigw.offload import run_heavy
+from aigw.policies.guardrails.verdicts import Phase
 from aigw.providers.base import Provider
 from aigw.routing import Endpoint, call_with_fallback
 from aigw.stitching import ResponseBuilder
+from aigw.surfaces import result_policies
 
 
 class StreamEncoder(Protocol):
@@ -145,24 +147,37 @@ async def serve_chat(
 
     provider, answer = await call_with_fallback(endpoint, call.attempts, attempt)
     call.destination, call.model = provider.label, provider.destination.model
+    # The answer's `result` policies: every answer passes one of the four branches below, checked
+    # before the client (or the payload log, or the response store) gets anything of it.
+    checked = endpoint.policies.applies(Phase.RESULT)
     if isinstance(answer, _Passed):
         if answer.body is not None:
             call.upstream_end()
             call.usage = answer.usage
-            _keep_response(call, answer.body)
-            await send_body(send, 200, answer.body)
+            data = answer.body
+            if checked:
+                data = await result_policies.check_passed_answer(call, endpoint, data, codec.wire)
+            _keep_response(call, data)
+            await send_body(send, 200, data)
         else:
             relay = codec.stream_relay(body, provider.destination.max_event_bytes)
-            work = _relay(call, provider, answer.upstream, relay, EventStream(send), codec, body)
+            guard = None
+            if checked:
+                context = result_policies.context(call, endpoint)
+                guard = result_policies.PassedStreamGuard(codec.wire, endpoint, context, provider.destination.max_event_bytes)
+            work = _relay(call, provider, answer.upstream, relay, EventStream(send), codec, body, guard)
             await run_cancellable(request.receive, work)
     elif isinstance(answer, _Opened):
         assert canonical is not None
         encoder = codec.stream_encoder(canonical, body)
-        work = _encode(call, answer.first, answer.events, encoder, EventStream(send), codec, body, settle)
+        events = result_policies.EventGuard(endpoint, result_policies.context(call, endpoint)) if checked else None
+        work = _encode(call, answer.first, answer.events, encoder, EventStream(send), codec, body, settle, events)
         await run_cancellable(request.receive, work)
     else:
         call.upstream_end()
         call.usage = answer.usage
+        if checked:
+            await result_policies.check_translated_answer(call, endpoint, answer)
         data = await run_heavy(codec.encode_response, answer, body)
         _keep_response(call, data)
         if settle is not None:
@@ -244,16 +259,32 @@ async def _relay(
     out: EventStream,
     codec: ChatCodec,
     body: dict[str, Any],
+    guard: result_policies.PassedStreamGuard | None = None,
 ) -> None:
     """Relay a passed-through stream. The response starts with the first bytes the relay lets
     through: until then a failure (the first event too large, the connection reset) is still a
-    plain error response in the surface's shape; after, it is framed in-band."""
+    plain error response in the surface's shape; after, it is framed in-band. A `guard` (the
+    endpoint's result policies) rewrites the upstream's events before anything else sees them:
+    the payload log keeps what the client got."""
     stitch = codec.stitcher(body, call.payload.config.max_bytes) if call.payload is not None else None
     try:
         async for chunk in upstream.iter_chunks():
+            if guard is not None:
+                chunk = guard.feed(chunk)
             if stitch is not None:
                 stitch.feed(chunk)
             ready = relay.feed(chunk)
+            if ready:
+                if not out.started:
+                    await out.start(codec.stream_headers)
+                await out.write(ready)
+            if guard is not None and guard.ended:  # denied: the ending is framed, the rest unread
+                break
+        if guard is not None:
+            tail = guard.flush()
+            if stitch is not None:
+                stitch.feed(tail)
+            ready = relay.feed(tail)
             if ready:
                 if not out.started:
                     await out.start(codec.stream_headers)
@@ -272,6 +303,8 @@ async def _relay(
         upstream.close()
         call.upstream_end()
         call.usage = relay.usage()
+        if guard is not None:
+            call.policy_runs.extend(guard.runs())
         if stitch is not None:
             _keep_response(call, stitch.result())
     await out.close()
@@ -286,20 +319,45 @@ async def _encode(
     codec: ChatCodec,
     body: dict[str, Any],
     settle: Callable[[], Awaitable[None]] | None = None,
+    guard: result_policies.EventGuard | None = None,
 ) -> None:
+    """Encode a translated stream; a `guard` (the endpoint's result policies) checks its text
+    first, and after a deny ends the stream the surface's way."""
     builder = ResponseBuilder(call.payload.config.max_bytes) if call.payload is not None else None
     await out.start(codec.stream_headers)
+
+    async def write(checked: list[StreamEvent]) -> None:
+        for event in checked:
+            if builder is not None:
+                builder.feed(event)
+            await out.write(encoder.encode(event))
+
     try:
         event = first
         while True:
             if isinstance(event, UsageEvent):
                 call.usage = event.usage
-            if builder is not None:
-                builder.feed(event)
-            await out.write(encoder.encode(event))
+            if guard is None:
+                if builder is not None:
+                    builder.feed(event)
+                await out.write(encoder.encode(event))
+            else:
+                await write(guard.feed(event))
+                if guard.denied is not None:
+                    break
             event = await events.__anext__()
+        assert guard is not None and guard.denied is not None
+        tail = guard.ending(codec.wire, encoder)
+        if settle is not None:
+            await settle()
+        await out.write(tail)
     except StopAsyncIteration:
-        tail = encoder.finish()
+        if guard is not None:
+            await write(guard.finish())
+        if guard is not None and guard.denied is not None:
+            tail = guard.ending(codec.wire, encoder)
+        else:
+            tail = encoder.finish()
         if settle is not None:
             await settle()
         await out.write(tail)
@@ -313,6 +371,8 @@ async def _encode(
         # release the upstream connection now.
         await _close(events)
         call.upstream_end()
+        if guard is not None:
+            call.policy_runs.extend(guard.runs())
         if builder is not None:
             _keep_response(call, None if builder.over else codec.encode_response(builder.response(), body))
     await out.close()

@@ -1,4 +1,5 @@
-"""The text a policy checks in a request body of each wire format, and where a mask writes it back.
+"""The text a policy checks in a request or response body of each wire format, and where a mask
+writes it back.
 
 A body is read where it lies: each text is a *slot* (the dict or list holding it, and its key), and a
 mask writes its segments back into the same slots, in place. Nothing else in the body is touched, so
@@ -150,6 +151,32 @@ def _openai_embeddings(body: Any) -> Iterator[Slot]:
         yield from ((value, i) for i, item in enumerate(value) if isinstance(item, str))
 
 
+# --- answers (the `result` phase of a whole response) --------------------------------------------------
+
+
+def _openai_chat_result(body: Any) -> Iterator[Slot]:
+    for choice in _items(body, "choices"):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        yield from _content(message, "content", _CHAT_TEXT)
+
+
+def _openai_responses_result(body: Any) -> Iterator[Slot]:
+    for item in _items(body, "output"):
+        if isinstance(item, dict) and item.get("type") == "message":
+            yield from _parts(item.get("content"), _OUTPUT_TEXT)
+
+
+def _anthropic_result(body: Any) -> Iterator[Slot]:
+    yield from _parts(body.get("content") if isinstance(body, dict) else None, _CHAT_TEXT)
+
+
+def _gemini_result(body: Any) -> Iterator[Slot]:
+    for candidate in _items(body, "candidates"):
+        yield from _gemini_parts(candidate.get("content") if isinstance(candidate, dict) else None)
+
+
+_OUTPUT_TEXT = frozenset({"output_text"})
+
 WALKERS: dict[str, Callable[[Any], Iterator[Slot]]] = {
     "openai_chat": _openai_chat,
     "openai_responses": _openai_responses,
@@ -159,8 +186,21 @@ WALKERS: dict[str, Callable[[Any], Iterator[Slot]]] = {
     "gemini_embeddings": _gemini_embeddings,
     "openai_embeddings": _openai_embeddings,
 }
+# A chat wire's answers: `text_slots(body, RESULT_WALKERS[wire])`.
+RESULT_WALKERS: dict[str, str] = {
+    "openai_chat": "openai_chat_result",
+    "openai_responses": "openai_responses_result",
+    "anthropic": "anthropic_result",
+    "gemini": "gemini_result",
+}
+WALKERS.update({
+    "openai_chat_result": _openai_chat_result,
+    "openai_responses_result": _openai_responses_result,
+    "anthropic_result": _anthropic_result,
+    "gemini_result": _gemini_result,
+})
 
 
 def text_slots(body: Any, wire: str) -> TextSlots:
-    """The text slots of `body` (a parsed request of `wire`), in order."""
+    """The text slots of `body` (a parsed request of `wire`, or an answer of a `*_result` walker), in order."""
     return TextSlots(list(WALKERS[wire](body)))
