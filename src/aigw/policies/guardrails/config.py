@@ -25,7 +25,7 @@ from .pii import PiiPolicy, PiiScanner
 from .pii_detectors import ENTITIES, region_known
 from .screens import (
     JAILBREAK_PATTERNS, JAILBREAK_RULE, UNSAFE_CATEGORIES, UNSAFE_PATTERNS, UNSAFE_RULE, Prefilter, ScreenPolicy,
-    TopicsByEmbeddings, TopicsByJudge, topics_rule,
+    TopicsByEmbeddings, topics_rule,
 )  # fmt: skip
 from .services import NO_SERVICES, PolicyServices
 from .verdicts import Phase, Policy
@@ -424,7 +424,7 @@ def build_policy(config: PolicyConfig, services: PolicyServices = NO_SERVICES) -
             )  # fmt: skip
         assert config.endpoint is not None
         topics_judge = Judge(services, config.endpoint, topics_rule(config.topics), config.cache_seconds)
-        return TopicsByJudge(config.name, phases, topics_judge, on_error, timeout)
+        return JudgePolicy(config.name, phases, topics_judge, ("off_topic",), on_error, timeout)  # off the topics: a deny
     if isinstance(config, WebhookPolicyConfig):
         return WebhookPolicy(config.name, phases, services, config.url, config.headers, on_error, timeout)
     if isinstance(config, PythonPolicyConfig):

@@ -92,21 +92,6 @@ def topics_rule(topics: list[str]) -> str:
     )
 
 
-class TopicsByJudge:
-    stream: str = "buffer"  # on a stream: hold it until checked (buffer), or check at the end (after)
-
-    def __init__(self, name: str, phases: frozenset[Phase], judge: Judge, on_error: OnError, timeout: float | None) -> None:
-        self.name, self.phases, self.judge, self.on_error, self.timeout = name, phases, judge, on_error, timeout
-
-    async def check(self, texts: list[str], context: PolicyContext) -> Verdict:
-        if not any(texts):
-            return ALLOW
-        judgement = await self.judge.judge(texts, context, self.name)
-        if not judgement.deny:
-            return ALLOW
-        return Verdict.deny(("off_topic",), deny_message(self.name, context.phase, ("off_topic",), judgement.reason))
-
-
 def cosine(a: list[float], b: list[float]) -> float:
     if len(a) != len(b):
         raise ValueError(f"vectors of {len(a)} and {len(b)} dimensions")
